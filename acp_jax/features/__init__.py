@@ -1,0 +1,1 @@
+"""Feature extractors that turn raw media into the vectors ACP-Net consumes."""
