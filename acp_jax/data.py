@@ -8,6 +8,9 @@ as indices into those item tables. `load_splits` turns one into the other.
 import dataclasses
 
 import numpy as np
+import tensorflow_datasets as tfds
+
+import tfds_imac  # noqa: F401  (registers the imac builder)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,3 +36,45 @@ class Split:
   images: Items
   music: Items
   pairs: Pairs
+
+
+def _items(ids_P: np.ndarray, columns: dict[str, np.ndarray]) -> tuple[Items, np.ndarray]:
+  """Distinct items of one modality and, for each pair, the index of its item."""
+  ids, first_P, index_P = np.unique(ids_P, return_index=True, return_inverse=True)
+  take = lambda key: columns[key][first_P] if key in columns else None
+  emotions = take("emotion")
+  items = Items(
+      ids=tuple(i.decode() if isinstance(i, bytes) else str(i) for i in ids),
+      features_NxD=take("features").astype(np.float32),
+      labels_N=take("label").astype(np.int32),
+      cues_N=take("cue").astype(np.int32),
+      emotions_N=None if emotions is None else emotions.astype(np.int32),
+  )
+  return items, index_P.astype(np.int32)
+
+
+def split_from_examples(examples: dict) -> Split:
+  """A Split from one TFDS split loaded whole as numpy (`batch_size=-1`)."""
+  images, image_P = _items(examples["image"]["id"], examples["image"])
+  music, music_P = _items(examples["music"]["id"], examples["music"])
+  return Split(images, music, Pairs(image_P, music_P, examples["label"].astype(np.int32)))
+
+
+def not_prepared_message(name: str, data_dir: str | None) -> str:
+  return (
+      f"The dataset '{name}' is not prepared in {data_dir or '~/tensorflow_datasets'}.\n"
+      "Prepare the real IMAC corpus (see tfds_imac/imac/README.md for the manual-dir layout):\n"
+      "  tfds build --imports tfds_imac imac --manual_dir=/path/to/imac_manual_dir\n"
+      "or run the demo on generated data, which needs no download:\n"
+      "  python launch.py --config=configs/acp.py:synthetic --workdir=/tmp/acp_synthetic")
+
+
+def load_splits(name: str, data_dir: str | None = None) -> dict[str, Split]:
+  """All splits of an `imac/...` dataset; `imac/synthetic` is built on first use."""
+  builder = tfds.builder(name, data_dir=data_dir)
+  if not builder.is_prepared():
+    if builder.builder_config.synthetic is None:
+      raise FileNotFoundError(not_prepared_message(name, data_dir))
+    builder.download_and_prepare()
+  return {split: split_from_examples(tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1)))
+          for split in ("train", "validation", "test")}

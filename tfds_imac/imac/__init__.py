@@ -1,0 +1,1 @@
+"""The IMAC dataset builder package."""

@@ -1,0 +1,228 @@
+"""IMAC (Image-Music Affective Correspondence) as a TensorFlow Datasets builder.
+
+Configs: `features` (default; the real corpus from a manual download) and
+`synthetic` (a generated corpus in the same layout, built by the same code path).
+Each example is one fixed correspondence pair carrying both items' features.
+"""
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import os
+
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+from tqdm import tqdm
+
+from acp_jax import labels
+from acp_jax.features import inception
+from acp_jax.features import music
+from tfds_imac import synthetic
+from tfds_imac.imac import corpus
+from tfds_imac.imac import media
+from tfds_imac.imac import splits
+
+WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
+IMAC is published as image and song lists (https://gaurav22verma.github.io/IMAC_Dataset.html).
+Assemble the manual dir (default ~/tensorflow_datasets/downloads/manual/, or pass
+--manual_dir to `tfds build`) as:
+
+  <manual_dir>/images/<emotion>/<any name>.<jpg|jpeg|png|...>
+      the Image Emotion (FI) dataset in its own layout, emotion in
+      {{{", ".join(labels.EMOTIONS)}}}
+  <manual_dir>/music/<song_id>.<wav|flac|mp3|ogg|m4a>
+  <manual_dir>/music.csv
+      header: song_id,artist,title,pos_score,neu_score,neg_score
+  <manual_dir>/{WEIGHTS_FILE}
+      Keras ImageNet weights of Inception-V3 (without them the image features come
+      from a seeded random-init network, with a warning).
+
+Then run: tfds build --imports tfds_imac imac
+To try the project without IMAC: tfds build --imports tfds_imac imac/synthetic
+"""
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class ImacConfig(tfds.core.BuilderConfig):
+  """How items are turned into features; `synthetic` set means a generated corpus."""
+  segment_seconds: float = 60.0   # music cut into non-overlapping segments of this length
+  window_seconds: float = 10.0    # descriptor window inside a segment
+  hop_seconds: float = 5.0        # hop between descriptor windows
+  image_size: int = 224           # Inception input side
+  min_image_side: int = 32        # smaller images are skipped as unusable
+  image_chunk: int = 256          # images decoded and embedded per chunk (bounds memory)
+  inception_seed: int = 0         # seed of the random-init Inception when no weights
+  synthetic: synthetic.CorpusConfig | None = None
+
+  @property
+  def descriptor(self) -> music.DescriptorConfig:
+    return music.DescriptorConfig(segment_seconds=self.segment_seconds,
+                                  window_seconds=self.window_seconds,
+                                  hop_seconds=self.hop_seconds)
+
+
+def _item_features(dim: int) -> dict:
+  return {
+      "id": tfds.features.Text(),
+      "features": tfds.features.Tensor(shape=(dim,), dtype=np.float32),
+      "label": tfds.features.ClassLabel(names=labels.CLASSES),
+      "cue": tfds.features.Scalar(dtype=np.int32, doc="hidden cue class (synthetic), -1 if unknown"),
+  }
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """IMAC correspondence pairs with Inception-V3 image and 193-d music features."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release: features and synthetic configs."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = [
+      ImacConfig(name="features", description="Real IMAC from a manual download."),
+      ImacConfig(name="synthetic", segment_seconds=6.0, window_seconds=2.0, hop_seconds=1.0,
+                 synthetic=synthetic.CorpusConfig(),
+                 description="Generated corpus with known cue classes; needs no download."),
+  ]
+  DEFAULT_BUILDER_CONFIG_NAME = "features"
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    image = _item_features(inception.FEATURE_DIM)
+    image["emotion"] = tfds.features.ClassLabel(names=labels.EMOTIONS)
+    song = _item_features(music.DESCRIPTOR_DIM)
+    song["song_id"] = tfds.features.Text()
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict({
+            "image": image,
+            "music": song,
+            "label": tfds.features.ClassLabel(names=("false", "true")),
+        }),
+        supervised_keys=None,
+        homepage="https://gaurav22verma.github.io/IMAC_Dataset.html",
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    cfg: ImacConfig = self.builder_config
+    manual_dir = self._manual_dir(dl_manager)
+    if cfg.synthetic is not None:
+      root = epath.Path(dl_manager.download_dir) / f"imac_synthetic_corpus_seed{cfg.synthetic.seed}"
+      synthetic.write_corpus(root, cfg.synthetic)
+    elif manual_dir is None:
+      raise AssertionError(f"IMAC needs a manual download.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    else:
+      root = manual_dir
+
+    log = corpus.SkipLog()
+    cues = corpus.read_cues(root)
+    images = corpus.scan_images(root, cues, log)
+    songs = corpus.scan_songs(root, cues, log)
+    weights = manual_dir / WEIGHTS_FILE if manual_dir is not None else None
+    images, image_feats = self._embed_images(images, weights, log)
+    segments, music_feats = self._describe_music(songs, log)
+
+    split_of_image = [splits.assign_split(f"image:{im.id}") for im in images]
+    split_of_song = {s.id: splits.assign_split(f"music:{s.id}") for s in songs}
+    examples, oracle, counts, flips = {}, {}, {}, 0
+    for name in splits.SPLITS:
+      img_idx = sorted((i for i, s in enumerate(split_of_image) if s == name),
+                       key=lambda i: splits.item_hash(images[i].id))
+      seg_idx = sorted((j for j, (song, _) in enumerate(segments) if split_of_song[song.id] == name),
+                       key=lambda j: splits.item_hash(segments[j][1]))
+      if not img_idx or not seg_idx:
+        raise ValueError(f"The {name} split has {len(img_idx)} images and {len(seg_idx)} music "
+                         "segments; IMAC needs both in every split. Add more items.")
+      pair_img, pair_mus, pair_lab, n_flips = splits.make_pairs(
+          np.array([images[i].label for i in img_idx]),
+          np.array([segments[j][0].label for j in seg_idx]), seed_key=name)
+      flips += n_flips
+      img_cue = np.array([images[img_idx[i]].cue for i in pair_img])
+      mus_cue = np.array([segments[seg_idx[j]][0].cue for j in pair_mus])
+      if (img_cue >= 0).all() and (mus_cue >= 0).all():
+        oracle[name] = float(np.mean((img_cue == mus_cue) == pair_lab.astype(bool)))
+      counts[name] = {"images": len(img_idx), "music_segments": len(seg_idx),
+                      "songs": len({segments[j][0].id for j in seg_idx}), "pairs": len(pair_lab)}
+      examples[name] = [(images[img_idx[i]], image_feats[img_idx[i]], segments[seg_idx[j]],
+                         music_feats[seg_idx[j]], int(lab))
+                        for i, j, lab in zip(pair_img, pair_mus, pair_lab)]
+
+    self.info.metadata.update({
+        "skipped": log.counts(),
+        "skipped_items": [list(item) for item in log.items],
+        "oracle_accuracy": oracle,
+        "counts": counts,
+        "pair_label_flips": flips,
+        "inception_weights": "imagenet" if weights is not None and weights.exists()
+                             else f"random(seed={cfg.inception_seed})",
+        "descriptor": dataclasses.asdict(cfg.descriptor),
+    })
+    print(log.summary())
+    return {name: self._generate_examples(rows) for name, rows in examples.items()}
+
+  def _generate_examples(self, rows):
+    for image, image_feat, (song, segment_id), music_feat, label in rows:
+      yield f"{image.id}|{segment_id}", {
+          "image": {"id": image.id, "features": image_feat, "label": image.label,
+                    "emotion": image.emotion, "cue": image.cue},
+          "music": {"id": segment_id, "song_id": song.id, "features": music_feat,
+                    "label": song.label, "cue": song.cue},
+          "label": label,
+      }
+
+  @staticmethod
+  def _manual_dir(dl_manager) -> epath.Path | None:
+    try:
+      return epath.Path(dl_manager.manual_dir)
+    except AssertionError:  # raised by TFDS when the manual dir is absent or empty
+      return None
+
+  def _embed_images(self, images: list[corpus.Image], weights: epath.Path | None,
+                    log: corpus.SkipLog) -> tuple[list[corpus.Image], np.ndarray]:
+    cfg: ImacConfig = self.builder_config
+    if weights is None or not weights.exists():
+      weights = None
+    embedder = inception.ImageEmbedder.from_weights_file(weights, seed=cfg.inception_seed)
+    kept, feats = [], []
+    load = lambda im: media.load_image(im.path, cfg.image_size, cfg.min_image_side)
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+      for start in tqdm(range(0, len(images), cfg.image_chunk), desc="IMAC images",
+                        unit="chunk", disable=not images):
+        chunk = images[start:start + cfg.image_chunk]
+        decoded = []
+        for im, (pixels, reason) in zip(chunk, pool.map(load, chunk)):
+          if reason:
+            log.skip("image", im.id, reason)
+          else:
+            decoded.append((im, pixels))
+        if not decoded:
+          continue
+        feat_Bx2048 = embedder(np.stack([p for _, p in decoded]))
+        finite = np.isfinite(feat_Bx2048).all(axis=1)
+        for (im, _), ok, feat in zip(decoded, finite, feat_Bx2048):
+          if ok:
+            kept.append(im), feats.append(feat)
+          else:
+            log.skip("image", im.id, "non-finite image features")
+    return kept, np.asarray(feats, np.float32).reshape(-1, inception.FEATURE_DIM)
+
+  def _describe_music(self, songs: list[corpus.Song], log: corpus.SkipLog
+                      ) -> tuple[list[tuple[corpus.Song, str]], np.ndarray]:
+    """Segments as (song, segment id) and their descriptors, songs over all cores."""
+    desc_cfg = self.builder_config.descriptor
+    segments, feats = [], []
+    # spawn, not fork: TensorFlow and JAX threads are live in this process.
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(min(os.cpu_count(), max(len(songs), 1)),
+                                                mp_context=ctx) as pool:
+      results = pool.map(media.describe_song, [s.path for s in songs],
+                         [desc_cfg] * len(songs), chunksize=1)
+      for song, (desc_Sx193, reason) in tqdm(zip(songs, results), total=len(songs),
+                                             desc="IMAC music", unit="song"):
+        if reason:
+          log.skip("music", song.id, reason)
+          continue
+        for k, row in enumerate(desc_Sx193):
+          segments.append((song, f"{song.id}#{k:03d}"))
+          feats.append(row)
+    return segments, np.asarray(feats, np.float32).reshape(-1, music.DESCRIPTOR_DIM)
