@@ -113,7 +113,7 @@ def scan_songs(root: epath.Path, cues: dict, log: SkipLog) -> list[Song]:
                               "(music.csv with song_id,artist,title,pos_score,neu_score,neg_score; "
                               "music/<song_id>.wav|flac|mp3|ogg|m4a).")
   song_labels: dict[str, int] = {}
-  with csv_path.open(newline="") as f:
+  with csv_path.open() as f:
     reader = csv.DictReader(f)
     missing = set(CSV_COLUMNS) - set(reader.fieldnames or ())
     if missing:

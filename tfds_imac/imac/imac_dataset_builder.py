@@ -7,6 +7,7 @@ Each example is one fixed correspondence pair carrying both items' features.
 
 import concurrent.futures
 import dataclasses
+import functools
 import multiprocessing
 import os
 
@@ -18,7 +19,7 @@ from tqdm import tqdm
 from acp_jax import labels
 from acp_jax.features import inception
 from acp_jax.features import music
-from tfds_imac import synthetic
+from tfds_imac import synthetic as synthetic_corpus
 from tfds_imac.imac import corpus
 from tfds_imac.imac import media
 from tfds_imac.imac import splits
@@ -55,13 +56,18 @@ class ImacConfig(tfds.core.BuilderConfig):
   min_image_side: int = 32        # smaller images are skipped as unusable
   image_chunk: int = 256          # images decoded and embedded per chunk (bounds memory)
   inception_seed: int = 0         # seed of the random-init Inception when no weights
-  synthetic: synthetic.CorpusConfig | None = None
+  media: bool = False             # also store pixels and waveforms (for the baselines)
+  synthetic: synthetic_corpus.CorpusConfig | None = None
 
   @property
   def descriptor(self) -> music.DescriptorConfig:
     return music.DescriptorConfig(segment_seconds=self.segment_seconds,
                                   window_seconds=self.window_seconds,
                                   hop_seconds=self.hop_seconds)
+
+
+_SYNTHETIC = dict(segment_seconds=6.0, window_seconds=2.0, hop_seconds=1.0,
+                  synthetic=synthetic_corpus.CorpusConfig())
 
 
 def _item_features(dim: int) -> dict:
@@ -81,9 +87,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
       ImacConfig(name="features", description="Real IMAC from a manual download."),
-      ImacConfig(name="synthetic", segment_seconds=6.0, window_seconds=2.0, hop_seconds=1.0,
-                 synthetic=synthetic.CorpusConfig(),
+      ImacConfig(name="synthetic", **_SYNTHETIC,
                  description="Generated corpus with known cue classes; needs no download."),
+      ImacConfig(name="media", media=True,
+                 description="`features` plus 224x224 pixels and segment waveforms."),
+      ImacConfig(name="synthetic_media", media=True, **_SYNTHETIC,
+                 description="`synthetic` plus 224x224 pixels and segment waveforms."),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "features"
 
@@ -92,6 +101,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     image["emotion"] = tfds.features.ClassLabel(names=labels.EMOTIONS)
     song = _item_features(music.DESCRIPTOR_DIM)
     song["song_id"] = tfds.features.Text()
+    if self.builder_config.media:
+      # Each item's media is stored once per split, on its first pair; other pairs
+      # carry empty arrays (see README.md, "Media configs").
+      image["pixels"] = tfds.features.Tensor(shape=(None, None, 3), dtype=np.uint8,
+                                             encoding="zlib")
+      song["waveform"] = tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding="zlib")
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             "image": image,
@@ -108,7 +123,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     manual_dir = self._manual_dir(dl_manager)
     if cfg.synthetic is not None:
       root = epath.Path(dl_manager.download_dir) / f"imac_synthetic_corpus_seed{cfg.synthetic.seed}"
-      synthetic.write_corpus(root, cfg.synthetic)
+      synthetic_corpus.write_corpus(root, cfg.synthetic)
     elif manual_dir is None:
       raise AssertionError(f"IMAC needs a manual download.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     else:
@@ -161,14 +176,36 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return {name: self._generate_examples(rows) for name, rows in examples.items()}
 
   def _generate_examples(self, rows):
-    for image, image_feat, (song, segment_id), music_feat, label in rows:
-      yield f"{image.id}|{segment_id}", {
+    cfg: ImacConfig = self.builder_config
+    seen_images, seen_segments = set(), set()
+    # One decoded song at a time: rows sorted by song make each song load once.
+    load_song = functools.lru_cache(maxsize=1)(
+        lambda path: music.segment(music.load_audio(path, cfg.descriptor.sample_rate),
+                                   cfg.descriptor))
+    # A pair may repeat; its position in the split's fixed pair list makes the key unique.
+    rows = list(enumerate(rows))
+    if cfg.media:
+      rows.sort(key=lambda row: row[1][2][0].id)
+    for k, (image, image_feat, (song, segment_id), music_feat, label) in rows:
+      example = {
           "image": {"id": image.id, "features": image_feat, "label": image.label,
                     "emotion": image.emotion, "cue": image.cue},
           "music": {"id": segment_id, "song_id": song.id, "features": music_feat,
                     "label": song.label, "cue": song.cue},
           "label": label,
       }
+      if cfg.media:
+        example["image"]["pixels"] = np.zeros((0, 0, 3), np.uint8)
+        example["music"]["waveform"] = np.zeros((0,), np.int16)
+        if image.id not in seen_images:
+          seen_images.add(image.id)
+          pixels, _ = media.load_image(image.path, cfg.image_size, cfg.min_image_side)
+          example["image"]["pixels"] = pixels
+        if segment_id not in seen_segments:
+          seen_segments.add(segment_id)
+          wave_T = load_song(song.path)[int(segment_id.rsplit("#", 1)[1])]
+          example["music"]["waveform"] = np.round(np.clip(wave_T, -1, 1) * 32767).astype(np.int16)
+      yield f"{k:07d}|{image.id}|{segment_id}", example
 
   @staticmethod
   def _manual_dir(dl_manager) -> epath.Path | None:

@@ -1,0 +1,118 @@
+"""Item tables in device memory and balanced correspondence pairs drawn from them.
+
+Training never materialises pairs on the host: each split's items become a `Tables`
+(features standardised with the training statistics), and every step draws fresh
+pairs on device as item indices, half true and half false correspondences, then
+gathers their features (`gather`, the seam a model with other inputs replaces).
+"""
+
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from acp_jax import data
+from acp_jax import labels
+
+
+@dataclasses.dataclass(frozen=True)
+class Standardizer:
+  """Per-dimension mean and std of one modality's training features."""
+  mean_D: np.ndarray
+  std_D: np.ndarray
+
+  @classmethod
+  def fit(cls, features_NxD: np.ndarray) -> "Standardizer":
+    std_D = features_NxD.std(axis=0)
+    # A constant feature carries nothing; leave it at zero instead of dividing by 0.
+    return cls(features_NxD.mean(axis=0), np.where(std_D > 0, std_D, 1.0).astype(np.float32))
+
+  def __call__(self, features_NxD: np.ndarray) -> np.ndarray:
+    return ((features_NxD - self.mean_D) / self.std_D).astype(np.float32)
+
+
+@flax.struct.dataclass
+class Tables:
+  """One split's items, standardised, plus what balanced sampling needs.
+
+  `music_by_class_M` lists the music rows sorted by class, so the rows of class c
+  are `music_by_class_M[music_start_C[c] : music_start_C[c] + music_count_C[c]]`
+  and a draw from 'any class but c' is one uniform draw with that block skipped.
+  """
+  image_NxD: jax.Array
+  music_MxD: jax.Array
+  image_labels_N: jax.Array
+  music_by_class_M: jax.Array
+  music_start_C: jax.Array
+  music_count_C: jax.Array
+
+
+def make_tables(split: data.Split, image_std: Standardizer, music_std: Standardizer) -> Tables:
+  """Host (numpy) tables of one split; place them on device with `jax.device_put`."""
+  music_labels_M = split.music.labels_N
+  music_count_C = np.bincount(music_labels_M, minlength=len(labels.CLASSES))
+  return Tables(
+      image_NxD=image_std(split.images.features_NxD),
+      music_MxD=music_std(split.music.features_NxD),
+      image_labels_N=split.images.labels_N.astype(np.int32),
+      music_by_class_M=np.argsort(music_labels_M, kind="stable").astype(np.int32),
+      music_start_C=(np.cumsum(music_count_C) - music_count_C).astype(np.int32),
+      music_count_C=music_count_C.astype(np.int32))
+
+
+def check_sampleable(split: data.Split, name: str) -> None:
+  """Raises ValueError unless every image class has music of its own and of another class."""
+  music_count_C = np.bincount(split.music.labels_N, minlength=len(labels.CLASSES))
+  for c in np.unique(split.images.labels_N):
+    problem = ("no music of that class" if music_count_C[c] == 0 else
+               "only music of that class" if music_count_C[c] == music_count_C.sum() else None)
+    if problem:
+      raise ValueError(
+          f"the {name} split has images of class {labels.CLASSES[c]!r} but {problem} "
+          f"(music per class: {dict(zip(labels.CLASSES, music_count_C.tolist()))}), so "
+          "balanced true/false pairs cannot be drawn; use a split with music of every class.")
+
+
+def sample_pairs(key: jax.Array, tables: Tables,
+                 batch_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Balanced pairs as item indices: even rows true, odd rows false correspondences.
+
+  Images are uniform; a true pair's music is uniform within the image's class, a
+  false pair's uniform among the music of the other classes. Alternating rows keep
+  every contiguous shard of the batch balanced too.
+
+  Returns:
+    image_B, music_B (rows of the tables) and label_B (1 = true correspondence).
+  """
+  image_key, music_key = jax.random.split(key)
+  image_B = jax.random.randint(image_key, (batch_size,), 0, tables.image_NxD.shape[0])
+  class_B = tables.image_labels_N[image_B]
+  label_B = (jnp.arange(batch_size) % 2 == 0).astype(jnp.int32)
+  start_B, count_B = tables.music_start_C[class_B], tables.music_count_C[class_B]
+  num_music = tables.music_by_class_M.shape[0]
+  span_B = jnp.where(label_B == 1, count_B, num_music - count_B)
+  offset_B = jax.random.randint(music_key, (batch_size,), 0, span_B)
+  sorted_B = jnp.where(label_B == 1, start_B + offset_B,
+                       jnp.where(offset_B < start_B, offset_B, offset_B + count_B))
+  return image_B, tables.music_by_class_M[sorted_B], label_B
+
+
+def gather(tables: Tables, image_B: jax.Array, music_B: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The model inputs of the pairs (image_B, music_B): (image_BxD, music_BxD)."""
+  return tables.image_NxD[image_B], tables.music_MxD[music_B]
+
+
+def oracle_accuracy(split: data.Split) -> float | None:
+  """Accuracy on the fixed pairs of predicting 'match' iff the two items' cue classes agree.
+
+  Pairs with an unknown cue (-1) are left out; None when no pair has both cues.
+  """
+  image_cue_P = split.images.cues_N[split.pairs.image_P]
+  music_cue_P = split.music.cues_N[split.pairs.music_P]
+  known_P = (image_cue_P >= 0) & (music_cue_P >= 0)
+  if not known_P.any():
+    return None
+  predicted_P = image_cue_P == music_cue_P
+  return float(np.mean(predicted_P[known_P] == (split.pairs.labels_P[known_P] == 1)))

@@ -1,0 +1,397 @@
+"""The run report: Markdown tables laid out like the paper's Tables 4 and 5, JSON, PNGs.
+
+Each plot is its own function writing one PNG (matplotlib, Agg backend), and
+`write_report` turns a results dict plus those PNGs into `report.md` and
+`results.json` in one directory.
+
+Results dict (every accuracy, AUC and retrieval metric a fraction in [0, 1]; any
+value may carry a `<name>_std` sibling, the standard deviation over seeds, shown as
+"mean ± std"):
+
+  {
+    "dataset": "imac/synthetic",        # optional, named in the header
+    "test_accuracy": 0.62,              # ACP-Net on the fixed test pairs
+    "test_auc": 0.67,
+    "val_accuracy": 0.63,               # at the best-validation checkpoint
+    "oracle_accuracy": 0.91,            # optional: ceiling from the synthetic cues
+    "models": {                         # optional Table 4 rows; a missing "acp"
+      "acp": {"test_accuracy": ..., "test_auc": ...},   # falls back to the top level
+      "l3net": {...},
+      "spectrogram_acp": {...},
+    },
+    "probe": {                          # optional, each a `probe.train_probe` result:
+      "image": {"test_accuracy", "test_balanced_accuracy", "val_accuracy", "chance",
+                "majority", "num_classes", "confusion", ...},
+      "music": {...},
+    },
+    "retrieval": {                      # optional, `retrieval.evaluate_retrieval`:
+      "music_to_image": {"p@1", "p@5", "p@10", "map", "mrr", "chance": {same keys}},
+      "image_to_music": {...},
+    },
+  }
+
+Models or entries not run are shown as "—".
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+import json
+import os
+import pathlib
+import textwrap
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.manifold import TSNE  # noqa: E402
+
+from acp_jax import labels  # noqa: E402
+
+# The paper's numbers (accuracy, %), as (results key, row name, value).
+PAPER_TABLE4 = (
+    ("l3net", "L³-Net [13]", 57.17),
+    ("spectrogram_acp", "Spectrogram-ACP", 55.84),
+    ("acp", "ACP-Net (proposed)", 61.67),
+)
+# Table 5. The text gives 63.56 for music; the table prints 63.5.
+PAPER_TABLE5_IMAGES = (
+    ("random", "Random", 12.5),
+    ("art", "Art-based emotion features [26]", 46.5),
+    ("alexnet", "AlexNet [27]", 58.6),
+    ("mlp", "ACP-Net features + MLP", 40.4),
+)
+PAPER_TABLE5_MUSIC = (
+    ("random", "Random", 33.3),
+    ("spectrogram_cnn", "Spectrogram + CNN", 47.8),
+    ("mlp", "ACP-Net features + MLP", 63.5),
+)
+
+_DASH = "—"
+_DPI = 120
+
+# Warm for positive emotions, green for neutral, cold and dark for negative ones.
+_COLOURS = {
+    "positive": "#e9a23b", "neutral": "#6a9f58", "negative": "#4c6a9c",
+    "amusement": "#f4a261", "awe": "#e9c46a", "excitement": "#e76f51",
+    "contentment": "#8ab17d",
+    "anger": "#9b2226", "disgust": "#6a4c93", "fear": "#264653", "sadness": "#457b9d",
+}
+
+
+def _colour(name: str, index: int) -> str:
+  """The fixed colour of a known class or emotion, else a tab10 colour by index."""
+  return _COLOURS.get(name, matplotlib.colors.to_hex(plt.get_cmap("tab10")(index % 10)))
+
+
+def _save(fig: plt.Figure, path: str | pathlib.Path) -> None:
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=_DPI, bbox_inches="tight", facecolor="white")
+  plt.close(fig)
+
+
+def plot_learning_curves(history: Sequence[Mapping[str, float]], path: str | pathlib.Path,
+                         *, x_key: str = "step", title: str = "Learning curves") -> None:
+  """Losses on the left, every other metric (accuracies, AUC) on the right.
+
+  Rows may lack keys (validation runs less often than training): each series is
+  drawn over the rows that have it.
+  """
+  names = sorted({k for row in history for k in row if k != x_key})
+  panels = [(p, [n for n in names if ("loss" in n) == (p == "loss")]) for p in ("loss", "metric")]
+  panels = [(p, series) for p, series in panels if series]
+  if not panels:
+    raise ValueError(f"history has no series besides {x_key!r}")
+  fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
+  for ax, (panel, series) in zip(axes[0], panels):
+    for name in series:
+      points = [(row[x_key], row[name]) for row in history if name in row and x_key in row]
+      if not points:
+        continue
+      xs, ys = zip(*points)
+      ax.plot(xs, ys, marker="o" if len(xs) <= 30 else None, markersize=3, label=name)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel("loss" if panel == "loss" else "value")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+  fig.suptitle(title)
+  fig.tight_layout()
+  _save(fig, path)
+
+
+def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str | pathlib.Path,
+                   title: str) -> None:
+  """Counts and row percentages; colour is the fraction of each true class."""
+  matrix = np.asarray(matrix)
+  rows = matrix.sum(axis=1, keepdims=True)
+  recall_CxC = matrix / np.maximum(rows, 1)
+  size = 1.6 + 0.75 * len(class_names)
+  fig, ax = plt.subplots(figsize=(size + 1.2, size))
+  image = ax.imshow(recall_CxC, cmap="Blues", vmin=0.0, vmax=1.0)
+  fontsize = 9 if len(class_names) <= 4 else 7
+  for (i, j), count in np.ndenumerate(matrix):
+    ax.text(j, i, f"{count}\n{100 * recall_CxC[i, j]:.0f}%", ha="center", va="center",
+            fontsize=fontsize, color="white" if recall_CxC[i, j] > 0.55 else "black")
+  ticks = np.arange(len(class_names))
+  ax.set_xticks(ticks, class_names, rotation=40, ha="right")
+  ax.set_yticks(ticks, class_names)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+  ax.set_title(f"{title}\naccuracy {100 * accuracy:.1f}% of {matrix.sum()}")
+  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+  _save(fig, path)
+
+
+def plot_embedding_map(emb_NxD: np.ndarray, labels_N: np.ndarray, class_names: Sequence[str],
+                       path: str | pathlib.Path, title: str, *, max_points: int = 3000,
+                       pca_dim: int = 50, perplexity: float = 30.0, seed: int = 0) -> None:
+  """2-D t-SNE (after PCA to `pca_dim`) of at most `max_points` seeded-sampled points."""
+  emb_NxD, labels_N = np.asarray(emb_NxD, np.float32), np.asarray(labels_N)
+  total = len(labels_N)
+  rng = np.random.default_rng(seed)
+  keep = (np.sort(rng.choice(total, max_points, replace=False)) if total > max_points
+          else np.arange(total))
+  emb_NxD, labels_N = emb_NxD[keep], labels_N[keep]
+  reduced = PCA(min(pca_dim, *emb_NxD.shape), random_state=seed).fit_transform(emb_NxD)
+  # t-SNE needs perplexity below the number of points.
+  map_Nx2 = TSNE(2, perplexity=min(perplexity, (len(keep) - 1) / 3), init="pca",
+                 random_state=seed).fit_transform(reduced)
+  fig, ax = plt.subplots(figsize=(6.4, 5.6))
+  for c, name in enumerate(class_names):
+    mask = labels_N == c
+    if mask.any():
+      ax.scatter(*map_Nx2[mask].T, s=7, alpha=0.75, color=_colour(name, c),
+                 label=f"{name} ({mask.sum()})", linewidths=0)
+  ax.set_xticks([])
+  ax.set_yticks([])
+  sampled = f"{len(keep)} of {total} points" if total > len(keep) else f"{total} points"
+  ax.set_title(f"{title}\nt-SNE, {sampled}")
+  ax.legend(frameon=False, markerscale=2.5, fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
+  _save(fig, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class GalleryImage:
+  """One retrieved image in a gallery row."""
+  emotion: str                       # the image's emotion (or class) name
+  score: float                       # the model's score of the (music, image) pair
+  match: bool                        # true correspondence: same broad class as the music
+  pixels: np.ndarray | None = None   # HxWx3 uint8; None draws a placeholder
+
+
+@dataclasses.dataclass(frozen=True)
+class GalleryRow:
+  """A music segment and its top-ranked images."""
+  music_id: str
+  music_class: str
+  images: Sequence[GalleryImage]
+  strip: np.ndarray | None = None    # 1-D signal drawn under the label (waveform, descriptor)
+
+
+def gallery_rows(score_MxI: np.ndarray, music_ids: Sequence[str], music_labels_M: np.ndarray,
+                 image_labels_I: np.ndarray, image_emotions_I: np.ndarray | None, *,
+                 rows_per_class: int, top_k: int,
+                 image_loader: Callable[[int], np.ndarray | None] | None = None,
+                 strips: Sequence[np.ndarray] | None = None) -> list[GalleryRow]:
+  """The first `rows_per_class` music segments of each class and their top-k images.
+
+  Images rank by score, ties by index as in `retrieval`. `image_loader(i)` gives
+  the pixels of image i (None for a placeholder); `strips[m]` a signal of segment m.
+  """
+  music_labels_M, image_labels_I = np.asarray(music_labels_M), np.asarray(image_labels_I)
+  rows = []
+  for c in range(len(labels.CLASSES)):
+    for m in np.flatnonzero(music_labels_M == c)[:rows_per_class]:
+      score_I = np.asarray(score_MxI[m], np.float32)
+      top = np.argsort(-score_I, kind="stable")[:top_k]
+      images = [GalleryImage(
+          emotion=(labels.EMOTIONS[image_emotions_I[i]] if image_emotions_I is not None
+                   else labels.CLASSES[image_labels_I[i]]),
+          score=float(score_I[i]), match=bool(image_labels_I[i] == c),
+          pixels=image_loader(int(i)) if image_loader else None) for i in top]
+      rows.append(GalleryRow(music_ids[m], labels.CLASSES[c], images,
+                             None if strips is None else np.asarray(strips[m])))
+  return rows
+
+
+def _draw_placeholder(ax: plt.Axes, emotion: str) -> None:
+  colour = _colour(emotion, 0)
+  ax.set_facecolor(colour)
+  # Dark text on light fills, light text on dark ones (perceived luminance).
+  luminance = np.dot(matplotlib.colors.to_rgb(colour), (0.299, 0.587, 0.114))
+  ink = "black" if luminance > 0.6 else "white"
+  ax.text(0.5, 0.5, emotion, transform=ax.transAxes, ha="center", va="center", fontsize=10,
+          color=ink, fontweight="bold")
+  ax.text(0.5, 0.12, "no pixels", transform=ax.transAxes, ha="center", va="center",
+          fontsize=6.5, color=ink, alpha=0.7)
+
+
+def _square_crop(pixels_HxWx3: np.ndarray) -> np.ndarray:
+  """The central square, so that thumbnails of any aspect share one cell shape."""
+  height, width = pixels_HxWx3.shape[:2]
+  side = min(height, width)
+  top, left = (height - side) // 2, (width - side) // 2
+  return pixels_HxWx3[top:top + side, left:left + side]
+
+
+def plot_gallery(rows: Sequence[GalleryRow], path: str | pathlib.Path,
+                 title: str = "Music → top-ranked images") -> None:
+  """Fig.-3-style grid: one music segment a row, its ranked images with ✓ / ✗ marks."""
+  if not rows:
+    raise ValueError("no gallery rows to draw")
+  top_k = max(len(row.images) for row in rows)
+  fig = plt.figure(figsize=(2.3 + 1.55 * top_k, 2.0 * len(rows) + 0.5))
+  grid = fig.add_gridspec(len(rows), top_k + 1, width_ratios=[1.5] + [1] * top_k,
+                          wspace=0.12, hspace=0.55)
+  for r, row in enumerate(rows):
+    label_ax = fig.add_subplot(grid[r, 0])
+    label_ax.axis("off")
+    # Ids have no spaces to wrap at; cut them so they stay inside the label column.
+    label_ax.text(0.0, 0.98, textwrap.fill(row.music_id, 20), fontsize=9, fontweight="bold",
+                  transform=label_ax.transAxes, va="top")
+    label_ax.text(0.0, 0.5, f"true class: {row.music_class}", fontsize=9,
+                  color=_colour(row.music_class, 0), transform=label_ax.transAxes, va="center")
+    if row.strip is not None:
+      strip_ax = label_ax.inset_axes((0.0, 0.05, 0.92, 0.35))
+      strip_ax.plot(np.asarray(row.strip, np.float32), lw=0.6, color=_colour(row.music_class, 0))
+      strip_ax.set_xticks([])
+      strip_ax.set_yticks([])
+      strip_ax.margins(x=0)
+    for j, image in enumerate(row.images):
+      ax = fig.add_subplot(grid[r, j + 1])
+      ax.set_box_aspect(1)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if image.pixels is None:
+        _draw_placeholder(ax, image.emotion)
+      else:
+        ax.imshow(_square_crop(image.pixels), aspect="auto")
+      mark, colour = ("✓", "#1a9e3f") if image.match else ("✗", "#d62728")
+      ax.text(0.88, 0.86, mark, transform=ax.transAxes, ha="center", va="center", fontsize=15,
+              fontweight="bold", color=colour,
+              bbox=dict(boxstyle="circle,pad=0.15", facecolor="white", edgecolor=colour, lw=1.2))
+      for side in ax.spines.values():
+        side.set_edgecolor(colour)
+        side.set_linewidth(2.0)
+      ax.set_xlabel(f"{image.emotion}\nscore {image.score:.3f}", fontsize=8.5, labelpad=3)
+      if r == 0:
+        ax.set_title(f"#{j + 1}", fontsize=9)
+  fig.suptitle(title, fontsize=12)
+  _save(fig, path)
+
+
+def _cell(entry: Mapping | None, key: str, *, percent: bool = True) -> str:
+  """`entry[key]` (with `entry[key + '_std']`) as a table cell, or a dash."""
+  if not entry or entry.get(key) is None:
+    return _DASH
+  scale, digits = (100.0, 2) if percent else (1.0, 3)
+  text = f"{scale * entry[key]:.{digits}f}"
+  if entry.get(f"{key}_std") is not None:
+    text += f" ± {scale * entry[f'{key}_std']:.{digits}f}"
+  return text
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+  return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+          *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def _table4(results: Mapping) -> list[str]:
+  models = dict(results.get("models", {}))
+  models.setdefault("acp", {k: v for k, v in results.items() if k.startswith("test_")})
+  with_auc = any(m.get("test_auc") is not None for m in models.values())
+  header = ["Model", "Paper accuracy (%)", "Ours accuracy (%)"] + (["Ours AUC"] * with_auc)
+  rows = [[name, f"{paper:.2f}", _cell(models.get(key), "test_accuracy")]
+          + [_cell(models.get(key), "test_auc", percent=False)] * with_auc
+          for key, name, paper in PAPER_TABLE4]
+  if results.get("oracle_accuracy") is not None:
+    rows.append(["Oracle ceiling (synthetic cues)", _DASH, _cell(results, "oracle_accuracy")]
+                + [_DASH] * with_auc)
+  return ["## Affective correspondence (paper Table 4)", "",
+          *_table(header, rows), "",
+          "Accuracy on the fixed, balanced test pairs."
+          + (f" ACP-Net validation accuracy: {_cell(results, 'val_accuracy')}%."
+             if results.get("val_accuracy") is not None else ""), ""]
+
+
+def _table5_part(title: str, paper_rows: Sequence[tuple[str, str, float]],
+                 probe: Mapping | None) -> list[str]:
+  ours = {"random": _cell(probe, "chance"), "mlp": _cell(probe, "test_accuracy")}
+  rows = [[name, f"{paper:.1f}", ours.get(key, _DASH)] for key, name, paper in paper_rows]
+  rows.insert(1, ["Majority class", _DASH, _cell(probe, "majority")])
+  lines = [f"**{title}**", "", *_table(["Method", "Paper accuracy (%)", "Ours accuracy (%)"], rows)]
+  details = [f"{name} {_cell(probe, key)}%" for key, name in (
+      ("test_balanced_accuracy", "balanced test accuracy"), ("val_accuracy", "validation accuracy"))
+      if probe and probe.get(key) is not None]
+  if probe and probe.get("best_epoch") is not None:
+    details.append(f"best epoch {probe['best_epoch']} of {probe.get('epochs_run', _DASH)}")
+  if details:
+    lines += ["", "MLP probe: " + ", ".join(details) + "."]
+  return lines + [""]
+
+
+def _table5(results: Mapping) -> list[str]:
+  probes = results.get("probe", {})
+  return ["## Emotion recognition from ACP-Net embeddings (paper Table 5)", "",
+          "Random = chance, 1 / number of classes. Majority class = always answering the "
+          "most frequent training class.", "",
+          *_table5_part("Emotion in images (8 classes)", PAPER_TABLE5_IMAGES, probes.get("image")),
+          *_table5_part("Emotion in music (3 classes)", PAPER_TABLE5_MUSIC, probes.get("music"))]
+
+
+def _retrieval_table(retrieval: Mapping) -> list[str]:
+  names = {"music_to_image": "music → image", "image_to_music": "image → music"}
+  metrics = sorted({k for d in retrieval.values() for k in d if k.startswith("p@")},
+                   key=lambda k: int(k[2:])) + ["map", "mrr"]
+  header = ["Query → key", ""] + [{"map": "mAP", "mrr": "MRR"}.get(m, m.upper()) for m in metrics]
+  rows = []
+  for key, direction in retrieval.items():
+    rows.append([names.get(key, key), "ACP-Net"] + [_cell(direction, m) for m in metrics])
+    rows.append(["", "chance"] + [_cell(direction.get("chance"), m) for m in metrics])
+  return ["## Cross-modal retrieval", "",
+          "Ranked by the model's match score; relevant = same emotion class; each metric "
+          "is averaged over the queries of a class, then over classes (%).", "",
+          *_table(header, rows), ""]
+
+
+def _to_json(value):
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, np.generic):
+    return value.item()
+  raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def write_report(results: Mapping, out_dir: str | pathlib.Path,
+                 figures: Mapping[str, str | pathlib.Path]) -> pathlib.Path:
+  """Writes `report.md` (tables, then `figures` by caption) and `results.json`.
+
+  Args:
+    results: see the module docstring.
+    out_dir: created if missing.
+    figures: caption -> PNG path, embedded in order, relative to `out_dir`.
+
+  Returns:
+    The path of `report.md`.
+  """
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  dataset = results.get("dataset")
+  lines = ["# ACP-Net report" + (f": {dataset}" if dataset else ""), "",
+           "Paper: Verma, Dhekane, Guha, *Learning affective correspondence between music and "
+           "image*, ICASSP 2019. \"—\" marks a model or entry not run.", "",
+           *_table4(results), *_table5(results)]
+  if results.get("retrieval"):
+    lines += _retrieval_table(results["retrieval"])
+  if figures:
+    lines += ["## Figures", ""]
+    for caption, path in figures.items():
+      relative = pathlib.Path(os.path.relpath(pathlib.Path(path).resolve(), out_dir.resolve()))
+      lines += [f"### {caption}", "", f"![{caption}]({relative.as_posix()})", ""]
+  (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=_to_json) + "\n")
+  report = out_dir / "report.md"
+  report.write_text("\n".join(lines))
+  return report

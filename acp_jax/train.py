@@ -1,0 +1,462 @@
+"""Training and evaluation of a correspondence model on IMAC splits.
+
+`train_and_evaluate(config, workdir)` at the bottom reads top to bottom: mesh,
+input, model and state, update step and evaluation, checkpoint, loop, results; the
+pieces it calls come above it in the same order.
+
+* Data parallel over every device of every process: one mesh axis 'data'; the
+  params and the item tables are replicated, each step's pairs sharded.
+* `config.num_seeds` independent models train at once: every array of the state has
+  a leading seed axis and the step is vmapped over it. Each seed keeps its own best
+  params and stops after `config.patience` evaluations without a better validation
+  accuracy: its best params freeze (the vmapped step still updates its params, at no
+  extra cost, but they are never used); the run ends when every seed has stopped.
+* Every random draw of step t of seed s comes from fold_in(key(seed + s), t), and the
+  state is the whole of what carries over between steps, so a resumed run repeats
+  an uninterrupted one exactly.
+"""
+
+from collections.abc import Callable
+import dataclasses
+import json
+import math
+import time
+from typing import Any
+
+from clu import metric_writers
+from etils import epath
+import flax.struct
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import numpy as np
+import optax
+from sklearn.metrics import roc_auc_score
+import tqdm
+
+from acp_jax import checkpoint
+from acp_jax import data
+from acp_jax import models
+from acp_jax import pairs
+
+
+@flax.struct.dataclass
+class TrainState:
+  """What carries over between steps, for every seed (leading axis S)."""
+  step: jax.Array                 # int32 scalar, steps done
+  params: Any
+  opt_state: Any
+  best_params: Any                # params at each seed's best validation accuracy so far
+  best_val_accuracy_S: jax.Array  # -1 before the first evaluation
+  best_step_S: jax.Array
+  evals_since_best_S: jax.Array   # a seed trains while this is below config.patience
+
+
+# ---------------------------------------------------------------------------- mesh
+
+def make_mesh(batch_size: int) -> jax.sharding.Mesh:
+  """A 1-D 'data' mesh over all devices; raises ValueError if the batch does not split."""
+  num_devices = jax.device_count()
+  if batch_size % 2:
+    raise ValueError(f"batch_size must be even (half true, half false pairs), got {batch_size}")
+  if batch_size % num_devices:
+    raise ValueError(f"batch_size {batch_size} is not divisible by the {num_devices} devices; "
+                     f"use a multiple of {num_devices}, e.g. --config.batch_size="
+                     f"{max(1, round(batch_size / num_devices)) * num_devices}")
+  # Auto axes: XLA carries the batch sharding through the model (GSPMD).
+  return jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+  """Host arrays as global arrays with a full copy on every device (multi-process safe)."""
+  sharding = NamedSharding(mesh, P())
+  place = lambda x: jax.make_array_from_callback(np.shape(x), sharding,
+                                                 lambda index: np.asarray(x)[index])
+  return jax.tree.map(place, tree)
+
+
+# ---------------------------------------------------------------------------- input
+
+def fixed_pairs(split: data.Split) -> dict[str, np.ndarray]:
+  return {"image_P": split.pairs.image_P, "music_P": split.pairs.music_P,
+          "label_P": split.pairs.labels_P}
+
+
+# ---------------------------------------------------------------------------- model and state
+
+def seed_keys(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+  """Per-seed (init_key_S, train_key_S); seed s of a run is a run of seed config.seed + s."""
+  keys_Sx2 = jax.vmap(lambda s: jax.random.split(jax.random.key(s)))(
+      config.seed + jnp.arange(config.num_seeds))
+  return keys_Sx2[:, 0], keys_Sx2[:, 1]
+
+
+def make_init(config: ml_collections.ConfigDict, model: Any, tx: optax.GradientTransformation,
+              image_dim: int, music_dim: int) -> Callable[[], TrainState]:
+  """The state at step 0, as a function of nothing (all randomness from config.seed)."""
+
+  def init() -> TrainState:
+    init_key_S, _ = seed_keys(config)
+    params = jax.vmap(lambda key: model.init(key, jnp.zeros((1, image_dim)),
+                                             jnp.zeros((1, music_dim)))["params"])(init_key_S)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=jax.vmap(tx.init)(params), best_params=params,
+                      best_val_accuracy_S=-jnp.ones(config.num_seeds),
+                      best_step_S=jnp.zeros(config.num_seeds, jnp.int32),
+                      evals_since_best_S=jnp.zeros(config.num_seeds, jnp.int32))
+
+  return init
+
+
+def create_state(init: Callable[[], TrainState],
+                 mesh: jax.sharding.Mesh) -> tuple[TrainState, TrainState]:
+  """(state, abstract_state): the state created in place, replicated on every device."""
+  shapes = jax.eval_shape(init)
+  shardings = jax.tree.map(lambda _: NamedSharding(mesh, P()), shapes)
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          shapes, shardings)
+  return jax.jit(init, out_shardings=shardings)(), abstract
+
+
+# ---------------------------------------------------------------------------- update step
+
+def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
+                     tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
+                     gather: Callable = pairs.gather,
+                     ) -> Callable[[TrainState, pairs.Tables], tuple[TrainState, dict]]:
+  """`config.steps_per_dispatch` steps of every seed: (state, tables) -> (state, metrics).
+
+  `gather(tables, image_B, music_B)` builds the model's inputs from sampled item
+  indices. Metrics are per step and seed: {'loss': KxS, 'accuracy': KxS}.
+  """
+  batch_sharding = NamedSharding(mesh, P("data"))
+
+  def seed_step(params, opt_state, key, tables):
+    sample_key, dropout_key = jax.random.split(key)
+    image_B, music_B, label_B = pairs.sample_pairs(sample_key, tables, config.batch_size)
+    image_B, music_B, label_B = jax.lax.with_sharding_constraint(
+        (image_B, music_B, label_B), batch_sharding)
+    image_BxD, music_BxD = gather(tables, image_B, music_B)
+
+    def loss_fn(params):
+      logits_Bx2 = model.apply({"params": params}, image_BxD, music_BxD, train=True,
+                               rngs={"dropout": dropout_key})
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits_Bx2, label_B).mean()
+      return loss, jnp.mean(jnp.argmax(logits_Bx2, -1) == label_B)
+
+    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, accuracy
+
+  def train_chunk(state: TrainState, tables: pairs.Tables) -> tuple[TrainState, dict]:
+    _, train_key_S = seed_keys(config)
+
+    def one_step(carry, _):
+      step, params, opt_state = carry
+      step_key_S = jax.vmap(jax.random.fold_in, (0, None))(train_key_S, step)
+      params, opt_state, loss_S, accuracy_S = jax.vmap(seed_step, (0, 0, 0, None))(
+          params, opt_state, step_key_S, tables)
+      return (step + 1, params, opt_state), {"loss": loss_S, "accuracy": accuracy_S}
+
+    (step, params, opt_state), metrics = jax.lax.scan(
+        one_step, (state.step, state.params, state.opt_state), length=config.steps_per_dispatch)
+    return state.replace(step=step, params=params, opt_state=opt_state), metrics
+
+  return jax.jit(train_chunk, donate_argnums=0)
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+def make_evaluate(model: Any) -> Callable[[Any, pairs.Tables, dict], dict]:
+  """(params with a seed axis, tables, fixed pairs) -> per seed {'loss', 'accuracy', 'match_prob'}.
+
+  'loss' and 'accuracy' are S, 'match_prob' SxP. Each item is embedded once; only the
+  fusion head runs per pair.
+  """
+
+  def evaluate_seed(params, tables, fixed):
+    variables = {"params": params}
+    image_NxE = model.apply(variables, tables.image_NxD, method="embed_image")
+    music_MxE = model.apply(variables, tables.music_MxD, method="embed_music")
+    logits_Px2 = model.apply(variables, image_NxE[fixed["image_P"]], music_MxE[fixed["music_P"]],
+                             method="fuse")
+    label_P = fixed["label_P"]
+    return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits_Px2, label_P).mean(),
+            "accuracy": jnp.mean(jnp.argmax(logits_Px2, -1) == label_P),
+            "match_prob": jax.nn.softmax(logits_Px2)[:, 1]}
+
+  return jax.jit(jax.vmap(evaluate_seed, (0, None, None)))
+
+
+def make_record_eval(config: ml_collections.ConfigDict, evaluate: Callable,
+                     ) -> Callable[[TrainState, pairs.Tables, dict], tuple[TrainState, dict]]:
+  """Validation of the current params, folded into each seed's best and patience counter."""
+
+  def record_eval(state: TrainState, tables: pairs.Tables, fixed: dict) -> tuple[TrainState, dict]:
+    metrics = evaluate(state.params, tables, fixed)
+    active_S = state.evals_since_best_S < config.patience
+    # Strictly better only: on a tie the earlier (less fitted) params stay.
+    better_S = active_S & (metrics["accuracy"] > state.best_val_accuracy_S)
+    pick = lambda new, old: jnp.where(better_S.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+    state = state.replace(
+        best_params=jax.tree.map(pick, state.params, state.best_params),
+        best_val_accuracy_S=jnp.where(better_S, metrics["accuracy"], state.best_val_accuracy_S),
+        best_step_S=jnp.where(better_S, state.step, state.best_step_S),
+        evals_since_best_S=jnp.where(better_S, 0, state.evals_since_best_S + active_S))
+    return state, {"loss": metrics["loss"], "accuracy": metrics["accuracy"]}
+
+  return jax.jit(record_eval, donate_argnums=0)
+
+
+@jax.jit
+def all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+# ---------------------------------------------------------------------------- schedule and metrics
+
+class MetricsLog:
+  """TensorBoard (clu) plus `<workdir>/metrics.jsonl`, written by process 0 only."""
+
+  def __init__(self, workdir: epath.Path, resume_step: int):
+    self.active = jax.process_index() == 0
+    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.active)
+    self.path = workdir / "metrics.jsonl"
+    if self.active and self.path.exists():
+      # Rows past the restored step are about to be recomputed; a half-written last
+      # line (a run killed mid-write) is dropped with them.
+      kept = []
+      for line in self.path.read_text().splitlines():
+        try:
+          if json.loads(line)["step"] <= resume_step:
+            kept.append(line + "\n")
+        except (json.JSONDecodeError, KeyError):
+          pass
+      self.path.write_text("".join(kept))
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
+    self.writer.write_scalars(step, scalars)
+    if self.active:
+      with self.path.open("a") as f:
+        f.write(json.dumps({"step": step, **scalars}) + "\n")
+
+  def close(self) -> None:
+    self.writer.flush()
+    self.writer.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """Step counts of a run; every event falls at the end of a dispatch."""
+  steps_per_dispatch: int
+  num_steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict, num_train_images: int) -> "Schedule":
+    per_dispatch = config.steps_per_dispatch
+    steps_per_epoch = math.ceil(num_train_images / config.batch_size)
+    whole = lambda steps: max(1, round(steps / per_dispatch)) * per_dispatch
+    return cls(steps_per_dispatch=per_dispatch,
+               # At most num_epochs.
+               num_steps=max(1, config.num_epochs * steps_per_epoch // per_dispatch) * per_dispatch,
+               log_every=whole(config.log_every_steps),
+               eval_every=whole(config.eval_every_epochs * steps_per_epoch),
+               checkpoint_every=whole(config.checkpoint_every_epochs * steps_per_epoch))
+
+  def due(self, step: int, every: int) -> bool:
+    return step % every == 0 or step == self.num_steps
+
+
+class TrainMetrics:
+  """Per-step train metrics still on device, pulled to the host in batches.
+
+  Pulling checks every step's loss (FloatingPointError on NaN/Inf) and writes one
+  row per log point: mean loss and accuracy since the last row, and pairs/s.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, schedule: Schedule, log: MetricsLog,
+               progress: tqdm.tqdm, step: int, where: str):
+    self.config, self.schedule, self.log, self.progress = config, schedule, log, progress
+    self.where = where  # names the last good checkpoint in errors
+    self.pending = []  # (end step, device metrics) of dispatches not pulled yet
+    self.since_log = []
+    self.last_log = (step, time.perf_counter())
+
+  def add(self, end_step: int, metrics: dict) -> None:
+    self.pending.append((end_step, metrics))
+
+  def log_due(self) -> bool:
+    return bool(self.pending) and self.schedule.due(self.pending[-1][0], self.schedule.log_every)
+
+  def pull(self, last_good_step: int | None) -> None:
+    for end, metrics in self.pending:
+      metrics = jax.device_get(metrics)
+      bad_KxS = ~np.isfinite(metrics["loss"])
+      if bad_KxS.any():
+        k, s = np.argwhere(bad_KxS)[0]
+        step = end - self.schedule.steps_per_dispatch + k + 1
+        raise FloatingPointError(
+            f"loss is {metrics['loss'][k, s]} at step {step} (seed {self.config.seed + s}); "
+            f"stopped. The last good checkpoint is step {last_good_step} in {self.where}. "
+            "Lower config.learning_rate or check the input features for NaN/Inf.")
+      self.since_log.append(metrics)
+      if self.schedule.due(end, self.schedule.log_every):
+        self._write(end)
+    self.pending.clear()
+
+  def _write(self, step: int) -> None:
+    now = time.perf_counter()
+    pairs_per_second = ((step - self.last_log[0]) * self.config.batch_size
+                        * self.config.num_seeds / (now - self.last_log[1]))
+    mean = lambda key: float(np.mean([m[key] for m in self.since_log]))
+    self.log.write(step, {"train_loss": mean("loss"), "train_accuracy": mean("accuracy"),
+                          "pairs_per_second": pairs_per_second})
+    self.progress.set_postfix(loss=f"{mean('loss'):.4f}", pairs_per_s=f"{pairs_per_second:.0f}")
+    self.progress.update(step - self.progress.n)
+    self.since_log, self.last_log = [], (step, now)
+
+
+# ---------------------------------------------------------------------------- checkpoint
+
+def save_checkpoint(ckpts: checkpoint.Checkpoints, state: TrainState, saved_best_step_S: np.ndarray,
+                    standardizers: tuple[pairs.Standardizer, pairs.Standardizer]) -> np.ndarray:
+  """Saves the latest state, and the best params if they changed; returns their steps."""
+  step = int(state.step)
+  if not all_finite(state.params):
+    raise FloatingPointError(f"non-finite params at step {step}; not saved. The last good "
+                             f"checkpoint is step {ckpts.latest_step()}.")
+  best_step_S = np.asarray(state.best_step_S)
+  best = None
+  if (best_step_S != saved_best_step_S).any() or ckpts.best.latest_step() is None:
+    best = checkpoint.best_tree(state.best_params, state.best_val_accuracy_S, state.best_step_S,
+                                *standardizers)
+  ckpts.save(step, state, best)
+  return best_step_S
+
+
+# ---------------------------------------------------------------------------- results
+
+def results_of(config: ml_collections.ConfigDict, state: TrainState, test: dict,
+               test_split: data.Split, pairs_per_second: float | None) -> dict[str, Any]:
+  """results.json: each metric's mean over seeds (with `_std` and `per_seed` if several)."""
+  best_val_S, best_step_S = jax.device_get((state.best_val_accuracy_S, state.best_step_S))
+  label_P = test_split.pairs.labels_P
+  per_seed = [{"test_accuracy": float(test["accuracy"][s]),
+               "test_auc": float(roc_auc_score(label_P, test["match_prob"][s])),
+               "val_accuracy": float(best_val_S[s]),
+               "best_step": int(best_step_S[s])} for s in range(config.num_seeds)]
+  results = {"dataset": config.dataset, "model": config.model, "num_seeds": config.num_seeds,
+             "steps": int(state.step), "pairs_per_second": pairs_per_second}
+  for key in per_seed[0]:
+    values = [row[key] for row in per_seed]
+    results[key] = values[0] if config.num_seeds == 1 else float(np.mean(values))
+    if config.num_seeds > 1:
+      results[f"{key}_std"] = float(np.std(values))
+  if config.num_seeds > 1:
+    results["per_seed"] = per_seed
+  oracle = pairs.oracle_accuracy(test_split)
+  if oracle is not None:
+    results["oracle_accuracy"] = oracle
+  return results
+
+
+# ---------------------------------------------------------------------------- train_and_evaluate
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       splits: dict[str, data.Split] | None = None) -> dict[str, Any]:
+  """Trains (or resumes) in `workdir`, evaluates the best params, writes results.json.
+
+  Args:
+    config: see configs/acp.py.
+    workdir: checkpoints, metrics and results (layout in acp_jax/checkpoint.py).
+    splits: 'train', 'validation' and 'test' splits; default `data.load_splits` of
+      config.dataset in config.data_dir.
+
+  Returns:
+    The results also written to `<workdir>/results.json`.
+  """
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  checkpoint.write_config(workdir, config)
+
+  # Mesh.
+  mesh = make_mesh(config.batch_size)
+
+  # Input: standardised with training statistics; every split's items on every device.
+  if splits is None:
+    splits = data.load_splits(config.dataset, config.data_dir)
+  train_split = splits["train"]
+  pairs.check_sampleable(train_split, "train")
+  standardizers = (pairs.Standardizer.fit(train_split.images.features_NxD),
+                   pairs.Standardizer.fit(train_split.music.features_NxD))
+  tables = {name: replicate(pairs.make_tables(split, *standardizers), mesh)
+            for name, split in splits.items()}
+  fixed = {name: replicate(fixed_pairs(split), mesh) for name, split in splits.items()}
+  schedule = Schedule.from_config(config, len(train_split.images.ids))
+
+  # Model and state.
+  model = models.create_model(config)
+  tx = optax.adam(config.learning_rate)
+  init = make_init(config, model, tx, train_split.images.features_NxD.shape[1],
+                   train_split.music.features_NxD.shape[1])
+  state, abstract_state = create_state(init, mesh)
+
+  # Update step and evaluation; the step compiled ahead so the loop's time is training.
+  train_chunk = make_train_chunk(config, model, tx, mesh).lower(state, tables["train"]).compile()
+  evaluate = make_evaluate(model)
+  record_eval = make_record_eval(config, evaluate)
+
+  # Checkpoint: resume from the latest one if there is one.
+  ckpts = checkpoint.Checkpoints(workdir)
+  if ckpts.latest_step() is not None:
+    state = ckpts.restore_latest(abstract_state)
+  step = start_step = int(state.step)
+  saved_best_step_S = np.asarray(state.best_step_S)
+  stopped = not (np.asarray(state.evals_since_best_S) < config.patience).any()
+
+  # Loop: a dispatch's metrics are pulled after the next dispatch is queued, except at
+  # evaluations and checkpoints, which wait for the state anyway.
+  log = MetricsLog(workdir, resume_step=step)
+  progress = tqdm.tqdm(total=schedule.num_steps, initial=step, unit="step",
+                       disable=jax.process_index() != 0)
+  train_metrics = TrainMetrics(config, schedule, log, progress, step, str(workdir))
+  start_time = time.perf_counter()
+  try:
+    while step < schedule.num_steps and not stopped:
+      state, metrics = train_chunk(state, tables["train"])
+      if train_metrics.log_due():
+        train_metrics.pull(ckpts.latest_step())
+      step += schedule.steps_per_dispatch
+      train_metrics.add(step, metrics)
+      evaluating = schedule.due(step, schedule.eval_every)
+      saving = schedule.due(step, schedule.checkpoint_every)
+      if evaluating or saving:
+        train_metrics.pull(ckpts.latest_step())
+      if evaluating:
+        state, val = record_eval(state, tables["validation"], fixed["validation"])
+        val = jax.device_get(val)
+        log.write(step, {"val_loss": float(np.mean(val["loss"])),
+                         "val_accuracy": float(np.mean(val["accuracy"]))})
+        stopped = not (np.asarray(state.evals_since_best_S) < config.patience).any()
+      if saving or stopped:
+        saved_best_step_S = save_checkpoint(ckpts, state, saved_best_step_S, standardizers)
+    train_metrics.pull(ckpts.latest_step())
+    train_seconds = time.perf_counter() - start_time
+  finally:
+    progress.close()
+    ckpts.close()
+    log.close()
+
+  # Results: every seed's best params on the fixed test pairs.
+  test = jax.device_get(evaluate(state.best_params, tables["test"], fixed["test"]))
+  pairs_per_second = ((step - start_step) * config.batch_size * config.num_seeds / train_seconds
+                      if step > start_step else None)
+  results = results_of(config, state, test, splits["test"], pairs_per_second)
+  if jax.process_index() == 0:
+    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+  return results

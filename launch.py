@@ -1,0 +1,58 @@
+r"""Trains and evaluates a model: python launch.py --config=configs/acp.py --workdir=DIR.
+
+Re-running the same command resumes from the latest checkpoint in DIR. Multi-process
+(multi-host) runs need no code change: on a managed cluster (SLURM, Open MPI, Cloud
+TPU, ...) JAX finds its peers itself; elsewhere set JAX_COORDINATOR_ADDRESS=host:port,
+JAX_NUM_PROCESSES and JAX_PROCESS_ID for every process.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from acp_jax import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+config_flags.DEFINE_config_file("config", None, "Training configuration file.",
+                                lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+# Set by the schedulers JAX detects on its own, when they run more than one process.
+_CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+
+
+def maybe_initialize_distributed() -> None:
+  """Joins a multi-process run if the environment describes one; else does nothing."""
+  if "JAX_COORDINATOR_ADDRESS" in os.environ:
+    number = lambda name: int(os.environ[name]) if name in os.environ else None
+    jax.distributed.initialize(num_processes=number("JAX_NUM_PROCESSES"),
+                               process_id=number("JAX_PROCESS_ID"))
+  elif any(int(os.environ.get(name, "1")) > 1 for name in _CLUSTER_SIZE_VARIABLES):
+    jax.distributed.initialize()
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # TensorFlow only reads the dataset (TFDS): keep it off the accelerators JAX uses.
+  # Imported here so that importing this module (tests do) does not load TensorFlow.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.experimental.set_visible_devices([], "GPU")
+  maybe_initialize_distributed()
+  logging.info("JAX process %d of %d, local devices %s", jax.process_index(),
+               jax.process_count(), jax.local_devices())
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (FileNotFoundError, ValueError, FloatingPointError) as e:
+    # Errors a user can fix: the message says how; a traceback would bury it.
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

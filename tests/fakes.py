@@ -1,0 +1,118 @@
+"""Fake IMAC splits with a known class signal, a tiny config, and a driver that trains.
+
+Every item has a hidden cue class; its features are the cue's mean plus Gaussian
+noise, and its label is the cue except for a `label_noise` fraction relabelled at
+random (as in the synthetic corpus), so the oracle accuracy is known and below 1.
+
+As a script, trains on fake splits in a fresh process (for the kill/resume,
+multi-device and multi-process tests):
+
+  python tests/fakes.py CONFIG_JSON WORKDIR
+"""
+
+import json
+import os
+import pathlib
+import sys
+import tempfile
+
+import jax
+import ml_collections
+import numpy as np
+
+from acp_jax import data
+from acp_jax import labels
+from configs import acp
+
+IMAGE_DIM = 2048
+MUSIC_DIM = 193
+NUM_CLASSES = len(labels.CLASSES)
+# The tests compile the same small programs in many runs and processes, and XLA:CPU
+# takes seconds for each: share the compilations through a persistent cache.
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.join(tempfile.gettempdir(), "acp_jax_tests_xla_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+# (images, music, fixed pairs) per split, about the synthetic corpus's sizes.
+SIZES = {"train": (340, 130, 340), "validation": (50, 20, 100), "test": (100, 40, 200)}
+
+
+def _items(rng: np.random.Generator, prefix: str, num: int, means_CxD: np.ndarray,
+           label_noise: float, with_emotions: bool) -> data.Items:
+  cues_N = rng.integers(0, NUM_CLASSES, num).astype(np.int32)
+  relabel_N = rng.random(num) < label_noise
+  labels_N = np.where(relabel_N, rng.integers(0, NUM_CLASSES, num), cues_N).astype(np.int32)
+  features_NxD = means_CxD[cues_N] + rng.normal(size=(num, means_CxD.shape[1]))
+  emotions_N = None
+  if with_emotions:
+    by_class = [[e for e, name in enumerate(labels.EMOTIONS) if labels.EMOTION_TO_CLASS[name] == c]
+                for c in range(NUM_CLASSES)]
+    emotions_N = np.array([rng.choice(by_class[c]) for c in labels_N], np.int32)
+  return data.Items(ids=tuple(f"{prefix}{i:05d}" for i in range(num)),
+                    features_NxD=features_NxD.astype(np.float32), labels_N=labels_N,
+                    cues_N=cues_N, emotions_N=emotions_N)
+
+
+def _pairs(rng: np.random.Generator, images: data.Items, music: data.Items, num: int) -> data.Pairs:
+  """Balanced fixed pairs: images uniform, music of the same class for half of them."""
+  image_P = rng.integers(0, len(images.ids), num).astype(np.int32)
+  labels_P = (np.arange(num) % 2 == 0).astype(np.int32)
+  music_P = np.empty(num, np.int32)
+  for p, (i, match) in enumerate(zip(image_P, labels_P)):
+    same = music.labels_N == images.labels_N[i]
+    music_P[p] = rng.choice(np.flatnonzero(same if match else ~same))
+  return data.Pairs(image_P, music_P, labels_P)
+
+
+def make_splits(seed: int = 0, *, signal: float = 0.3, label_noise: float = 0.1,
+                image_dim: int = IMAGE_DIM, music_dim: int = MUSIC_DIM,
+                sizes: dict[str, tuple[int, int, int]] | None = None) -> dict[str, data.Split]:
+  """Train, validation and test splits sharing each modality's class means.
+
+  Args:
+    seed: seeds everything.
+    signal: std of the class means per dimension, against unit noise.
+    label_noise: fraction of items whose label is redrawn uniformly.
+    image_dim, music_dim: feature sizes.
+    sizes: (images, music, fixed pairs) per split; defaults to `SIZES`.
+  """
+  rng = np.random.default_rng(seed)
+  image_means_CxD = signal * rng.normal(size=(NUM_CLASSES, image_dim))
+  music_means_CxD = signal * rng.normal(size=(NUM_CLASSES, music_dim))
+  splits = {}
+  for name, (num_images, num_music, num_pairs) in (sizes or SIZES).items():
+    images = _items(rng, f"{name}/img", num_images, image_means_CxD, label_noise, True)
+    music = _items(rng, f"{name}/mus", num_music, music_means_CxD, label_noise, False)
+    splits[name] = data.Split(images, music, _pairs(rng, images, music, num_pairs))
+  return splits
+
+
+def small_config(**overrides) -> ml_collections.ConfigDict:
+  """The synthetic config shrunk to a few seconds: tiny widths, ~20 steps, frequent events."""
+  config = acp.get_config("synthetic")
+  config.image_widths = (32, 16)
+  config.music_widths = (16, 16, 16, 16)
+  config.fusion_widths = (16, 8, 8)
+  config.batch_size = 16                # 22 steps per epoch of the 340 fake train images
+  config.num_epochs = 1
+  config.num_seeds = 1
+  config.steps_per_dispatch = 2
+  config.log_every_steps = 4
+  config.eval_every_epochs = 0.25       # every 6 steps
+  config.checkpoint_every_epochs = 0.5  # every 12 steps
+  config.update(overrides)
+  return config
+
+
+def main(config_json: str, workdir: str) -> None:
+  # Imported here: launch defines absl flags on import, which only the driver wants.
+  import launch
+  from acp_jax import train
+
+  launch.maybe_initialize_distributed()
+  config = ml_collections.ConfigDict(json.loads(pathlib.Path(config_json).read_text()))
+  train.train_and_evaluate(config, workdir, splits=make_splits())
+
+
+if __name__ == "__main__":
+  main(*sys.argv[1:])

@@ -1,0 +1,219 @@
+"""The 193-d music descriptor: segmentation, fast vs literal recipe, audio loading."""
+
+import pathlib
+import pickle
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from acp_jax.features import music
+
+SR = 22050
+# Short lengths keep the file fast; the default 60/10/5 s config is benchmarked instead.
+SHORT = music.DescriptorConfig(segment_seconds=6.0, window_seconds=2.0, hop_seconds=1.0)
+
+# Largest |descriptor - reference_descriptor| per group allowed on the two synthetic
+# songs of the test below, with SHORT. The four STFT groups are the same computation as
+# the reference (measured error 0), so only float rounding is allowed. Tonnetz (range
+# about +-0.5) is measured at up to 0.022 on these songs and up to 0.038 on 16 songs
+# away from a CQT tuning-bin boundary; 2 s windows make edge effects large (0.0024 on
+# the default 60/10/5 s config). Songs tuned ~16 cents off A440 sit on the boundary,
+# where the reference's own tonnetz moves by up to 0.16 for a 1-cent retuning.
+TOLERANCE = {"mfcc": 1e-3, "chroma": 1e-5, "contrast": 1e-4, "tonnetz": 0.05, "mel": 1e-3}
+# librosa warns when the lowest CQT octave is longer than a 2 s signal; harmless here.
+SHORT_CQT = pytest.mark.filterwarnings("ignore:n_fft=.*too large:UserWarning")
+
+
+def synthetic_music(seconds: float, seed: int, detune_cents: float = 0.0,
+                    sr: int = SR) -> np.ndarray:
+  """Mono float32: a chord progression with harmonics, bass, drums, noise, swells."""
+  rng = np.random.default_rng(seed)
+  t_T = np.arange(round(seconds * sr)) / sr
+  beat = 60 / rng.uniform(80, 140)
+  bar_T = (t_T // (4 * beat)).astype(int)
+  since_bar_T = t_T - bar_T * 4 * beat
+  root_B = rng.integers(45, 57) + rng.choice([0, 3, 5, 7, 8, 10], size=bar_T[-1] + 1)
+  third_B = rng.choice([3, 4], size=bar_T[-1] + 1)
+  chord_env_T = np.minimum(1, since_bar_T / 0.05) * np.exp(-since_bar_T / 3)
+  y_T = np.zeros_like(t_T)
+  for interval, amp in [(0, 0.3), (third_B, 0.3), (7, 0.3), (12, 0.2), (-12, 0.5)]:
+    hz_T = 440 * 2 ** (((root_B + interval)[bar_T] - 69 + detune_cents / 100) / 12)
+    for harmonic in range(1, 6):
+      y_T += amp / harmonic * chord_env_T * np.sin(2 * np.pi * harmonic * hz_T * since_bar_T)
+  beat_T = (t_T // beat).astype(int)
+  since_beat_T = t_T - beat_T * beat
+  noise_T = rng.standard_normal(len(t_T))
+  kick_T = np.sin(2 * np.pi * (50 * since_beat_T + 3 * (1 - np.exp(-since_beat_T / 0.03))))
+  y_T += np.where(beat_T % 2 == 0, kick_T * np.exp(-since_beat_T / 0.08),
+                  0.4 * noise_T * np.exp(-since_beat_T / 0.05))
+  y_T += 0.1 * noise_T * np.exp(-(t_T % (beat / 2)) / 0.01) + 0.01 * noise_T
+  y_T *= 1 + 0.3 * np.sin(2 * np.pi * t_T / 17)
+  return (0.9 * y_T / np.abs(y_T).max()).astype(np.float32)
+
+
+def test_groups_tile_the_193_dims_in_paper_order():
+  assert list(music.GROUPS) == ["mfcc", "chroma", "contrast", "tonnetz", "mel"]
+  slices = list(music.GROUPS.values())
+  assert [s.stop - s.start for s in slices] == [40, 12, 7, 6, 128]
+  assert [s.start for s in slices] == [0] + [s.stop for s in slices[:-1]]
+  assert slices[-1].stop == music.DESCRIPTOR_DIM == 193
+
+
+def test_segments_do_not_overlap_and_drop_the_tail():
+  y_T = np.arange(round(2.5 * SHORT.segment_samples), dtype=np.float32)
+  segments_SxN = music.segment(y_T, SHORT)
+  assert segments_SxN.shape == (2, 6 * SR)
+  np.testing.assert_array_equal(segments_SxN.ravel(), y_T[:2 * 6 * SR])
+
+
+def test_segment_rejects_audio_shorter_than_one_segment():
+  with pytest.raises(music.AudioError, match="lower segment_seconds") as e:
+    music.segment(np.zeros(6 * SR - 1, np.float32), SHORT)
+  assert e.value.reason == "shorter than one segment"
+
+
+@pytest.mark.parametrize("cfg, count", [
+    (music.DescriptorConfig(), 11),  # paper: 10 s windows, 5 s hop, 60 s segments
+    (SHORT, 5),
+    (music.DescriptorConfig(segment_seconds=6, window_seconds=2.5, hop_seconds=1.5), 3),
+    (music.DescriptorConfig(segment_seconds=6, window_seconds=6, hop_seconds=1), 1),
+])
+def test_windows_per_segment(cfg, count):
+  starts = cfg.window_starts
+  assert len(starts) == count
+  assert starts[-1] + cfg.window_samples <= cfg.segment_samples
+  np.testing.assert_array_equal(np.diff(starts), cfg.hop_samples)
+
+
+def test_config_rejects_windows_that_do_not_fit():
+  with pytest.raises(ValueError, match="at most segment_seconds"):
+    music.DescriptorConfig(segment_seconds=5, window_seconds=10)
+  with pytest.raises(ValueError, match="smaller n_fft"):
+    music.DescriptorConfig(window_seconds=0.05)
+
+
+@pytest.mark.parametrize("describe", [music.descriptor, music.reference_descriptor])
+def test_descriptors_reject_a_wrong_segment_length(describe):
+  with pytest.raises(ValueError, match="cut songs with segment"):
+    describe(np.zeros(SHORT.segment_samples + 1, np.float32), SHORT)
+
+
+@SHORT_CQT
+def test_descriptor_averages_its_windows():
+  one_window = music.DescriptorConfig(segment_seconds=2.0, window_seconds=2.0)
+  y_N = synthetic_music(6.0, seed=7)
+  mel = music.GROUPS["mel"]
+  per_window_WxM = [music.descriptor(y_N[s:s + one_window.window_samples], one_window)[mel]
+                    for s in SHORT.window_starts]
+  np.testing.assert_allclose(music.descriptor(y_N, SHORT)[mel],
+                             np.mean(per_window_WxM, axis=0), rtol=1e-5)
+
+
+def test_fast_harmonic_mask_equals_librosa_hpss():
+  mag_FxT = np.abs(librosa.stft(synthetic_music(3.0, seed=6)))
+  np.testing.assert_array_equal(music._harmonic_mask(mag_FxT),
+                                librosa.decompose.hpss(mag_FxT, mask=True)[0])
+
+
+@SHORT_CQT
+def test_fast_descriptor_matches_the_literal_recipe():
+  for seed, detune_cents in [(0, 0.0), (1, 23.0)]:
+    segments_SxN = music.segment(synthetic_music(12.0, seed, detune_cents), SHORT)
+    for s, segment_N in enumerate(segments_SxN):
+      fast_193 = music.descriptor(segment_N, SHORT)
+      ref_193 = music.reference_descriptor(segment_N, SHORT)
+      assert fast_193.shape == ref_193.shape == (music.DESCRIPTOR_DIM,)
+      assert fast_193.dtype == ref_193.dtype == np.float32
+      assert np.isfinite(fast_193).all()
+      for group, dims in music.GROUPS.items():
+        error = np.abs(fast_193[dims] - ref_193[dims]).max()
+        scale = np.abs(ref_193[dims]).max()
+        assert error <= TOLERANCE[group], (
+            f"{group} of song {seed} segment {s} is off by {error:.3g} (scale {scale:.3g}, "
+            f"tolerance {TOLERANCE[group]}). mel/MFCC/chroma/contrast must equal the "
+            "reference up to rounding; tonnetz may differ only by window edges and "
+            "tuning. Raise TOLERANCE only if a librosa update moved both paths.")
+
+
+def write(path: pathlib.Path, wave_TxC: np.ndarray, rate: int) -> str:
+  sf.write(path, wave_TxC, rate)
+  return str(path)
+
+
+@pytest.mark.parametrize("rate, suffix", [
+    (44100, "flac"), (48000, "wav"), (48000, "mp3"), (SR, "ogg")])
+def test_stereo_and_other_rates_are_averaged_and_resampled(tmp_path, rate, suffix):
+  t_T = np.arange(3 * rate) / rate
+  left_T = 0.5 * np.sin(2 * np.pi * 440 * t_T)
+  path = write(tmp_path / f"a.{suffix}", np.stack([left_T, 0.5 * left_T], axis=1), rate)
+  y_T = music.load_audio(path, SR)
+  assert y_T.dtype == np.float32 and abs(len(y_T) - 3 * SR) <= 1
+  spectrum_F = np.abs(np.fft.rfft(y_T[SR // 2:-SR // 2]))
+  assert np.argmax(spectrum_F) * SR / (len(y_T) - 2 * (SR // 2)) == pytest.approx(440, abs=1)
+  # The mono mix of 0.5 and 0.25 amplitude channels is a 0.375 amplitude sine.
+  assert np.sqrt(2) * y_T[SR // 2:-SR // 2].std() == pytest.approx(0.375, rel=0.02)
+
+
+def test_opposite_channels_average_to_silence(tmp_path):
+  y_T = synthetic_music(7.0, seed=2)
+  path = write(tmp_path / "phase.wav", np.stack([y_T, -y_T], axis=1), SR)
+  with pytest.raises(music.AudioError) as e:
+    music.song_descriptors(path, SHORT)
+  assert e.value.reason == "silent"
+
+
+def test_song_descriptors_of_a_stereo_44k_file(tmp_path):
+  y_T = synthetic_music(14.0, seed=3, sr=44100)
+  path = write(tmp_path / "song.flac", np.stack([y_T, 0.8 * y_T], axis=1), 44100)
+  desc_Sx193 = music.song_descriptors(path, SHORT)
+  assert desc_Sx193.shape == (2, music.DESCRIPTOR_DIM) and desc_Sx193.dtype == np.float32
+  assert np.isfinite(desc_Sx193).all()
+  segments_SxN = music.segment(music.load_audio(path, SR), SHORT)
+  np.testing.assert_array_equal(desc_Sx193[1], music.descriptor(segments_SxN[1], SHORT))
+
+
+def test_song_descriptors_can_go_to_a_process_pool():
+  function, cfg = pickle.loads(pickle.dumps((music.song_descriptors, SHORT)))
+  assert function is music.song_descriptors and cfg == SHORT
+
+
+@pytest.mark.parametrize("wave_T, reason", [
+    (np.zeros(7 * SR), "silent"),
+    (1e-4 * np.random.default_rng(0).standard_normal(7 * SR), "silent"),
+    (synthetic_music(5.0, seed=4), "shorter than one segment"),
+    (np.zeros(0), "empty"),
+    (np.full(7 * SR, np.nan), "non-finite"),
+])
+def test_bad_audio_raises_audio_error_with_reason(tmp_path, wave_T, reason):
+  path = str(tmp_path / "x.wav")
+  sf.write(path, wave_T, SR, subtype="FLOAT")
+  with pytest.raises(music.AudioError) as e:
+    music.song_descriptors(path, SHORT)
+  assert e.value.reason == reason, str(e.value)
+
+
+def broken_file(directory: pathlib.Path, kind: str) -> str:
+  """A file in `directory` that is missing, garbage, empty, or cut in half."""
+  path = directory / {"garbage": "x.mp3", "cut flac": "x.flac", "cut mp3": "x.mp3"}.get(
+      kind, "x.wav")
+  if kind == "zero bytes":
+    path.write_bytes(b"")
+  elif kind == "header only":
+    sf.write(path, np.zeros(0), SR)
+  elif kind == "garbage":
+    path.write_bytes(b"not audio at all" * 64)
+  elif kind.startswith("cut"):
+    sf.write(path, synthetic_music(3.0, seed=5), SR)
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  return str(path)
+
+
+@pytest.mark.parametrize("kind, reason", [
+    ("missing", "unreadable"), ("garbage", "unreadable"), ("zero bytes", "empty"),
+    ("header only", "empty"), ("cut flac", "truncated"), ("cut mp3", "truncated")])
+def test_broken_files_raise_audio_error_with_reason(tmp_path, kind, reason):
+  with pytest.raises(music.AudioError) as e:
+    music.load_audio(broken_file(tmp_path, kind), SR)
+  assert e.value.reason == reason, str(e.value)

@@ -1,0 +1,122 @@
+"""Report: figures render to non-trivial PNGs and the Markdown carries the paper's tables."""
+
+import json
+
+import numpy as np
+from PIL import Image
+import pytest
+import threadpoolctl
+
+from acp_jax import labels, report, retrieval
+
+
+def _fake_results() -> dict:
+  rng = np.random.default_rng(0)
+  confusion = np.diag([30, 25, 28]) + rng.integers(0, 8, size=(3, 3))
+  music_labels, image_labels = rng.integers(0, 3, 12), rng.integers(0, 3, 40)
+  score_MxI = rng.uniform(size=(12, 40)) + 0.3 * (music_labels[:, None] == image_labels)
+  return {
+      "dataset": "imac/synthetic",
+      "test_accuracy": 0.6412, "test_accuracy_std": 0.0071, "test_auc": 0.7034,
+      "val_accuracy": 0.6521, "oracle_accuracy": 0.9012,
+      "models": {"spectrogram_acp": {"test_accuracy": 0.5733, "test_auc": 0.6012}},
+      "probe": {
+          "image": {"test_accuracy": 0.4213, "test_balanced_accuracy": 0.4011, "val_accuracy": 0.43,
+                    "chance": 1 / 8, "majority": 0.18, "num_classes": 8, "best_epoch": 12,
+                    "epochs_run": 17},
+          "music": {"test_accuracy": 0.6655, "chance": 1 / 3, "majority": 0.41, "num_classes": 3,
+                    "confusion": confusion},
+      },
+      "retrieval": retrieval.evaluate_retrieval(score_MxI, music_labels, image_labels, 3),
+  }
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory) -> dict[str, str]:
+  """Every plot once, on small fake inputs."""
+  out = tmp_path_factory.mktemp("report")
+  rng = np.random.default_rng(0)
+  history = [{"step": s, "train_loss": 0.7 - 0.1 * np.log1p(s / 100),
+              "train_accuracy": 0.5 + s / 4000} for s in range(0, 1000, 50)]
+  history += [{"step": s, "val_accuracy": 0.52 + s / 5000, "val_loss": 0.69 - s / 9000}
+              for s in range(0, 1000, 200)]
+  report.plot_learning_curves(history, out / "curves.png")
+
+  confusion = np.diag(rng.integers(20, 60, 8)) + rng.integers(0, 12, size=(8, 8))
+  report.plot_confusion(confusion, labels.EMOTIONS, out / "confusion.png",
+                        "Image emotion probe (test)")
+
+  labels_N = rng.integers(0, 3, 240)
+  emb_Nx1024 = rng.normal(size=(240, 1024)) + 2.0 * rng.normal(size=(3, 1024))[labels_N]
+  # One thread: OpenMP t-SNE crawls when the test machine's cores are busy.
+  with threadpoolctl.threadpool_limits(1):
+    report.plot_embedding_map(emb_Nx1024, labels_N, labels.CLASSES, out / "map.png",
+                              "Music tower embeddings", max_points=200, seed=0)
+
+  music_labels, image_labels = np.array([0, 1, 2, 0, 1]), rng.integers(0, 3, 50)
+  emotions_of = [[i for i, e in enumerate(labels.EMOTIONS) if labels.EMOTION_TO_CLASS[e] == c]
+                 for c in range(len(labels.CLASSES))]
+  image_emotions = np.array([rng.choice(emotions_of[c]) for c in image_labels])
+  score_MxI = rng.uniform(size=(5, 50)) + 0.4 * (music_labels[:, None] == image_labels)
+  noise = (rng.uniform(size=(32, 32, 3)) * 255).astype(np.uint8)
+  thumbnail = lambda i: noise if i % 3 == 0 else None
+  strips = [np.sin(np.linspace(0, 40 + 10 * m, 400)) * np.linspace(1, 0.2, 400) for m in range(5)]
+  rows = report.gallery_rows(score_MxI, [f"song{m:03d}/seg0" for m in range(5)], music_labels,
+                             image_labels, image_emotions, rows_per_class=1, top_k=5,
+                             image_loader=thumbnail, strips=strips)
+  report.plot_gallery(rows, out / "gallery.png")
+  return {"Learning curves": str(out / "curves.png"), "Confusion": str(out / "confusion.png"),
+          "Embedding map": str(out / "map.png"), "Gallery": str(out / "gallery.png")}
+
+
+def test_figures_are_non_trivial_pngs(figures):
+  for path in figures.values():
+    pixels = np.asarray(Image.open(path).convert("L"), np.float32)
+    assert min(pixels.shape) > 300, path
+    # Mostly white background, but with real content drawn on it.
+    assert pixels.std() > 20 and (pixels < 128).mean() > 0.01, path
+
+
+def test_gallery_rows_rank_and_mark():
+  score_MxI = np.array([[0.125, 0.75, 0.5, 0.75], [0.25, 0.125, 0.875, 0.0]])
+  rows = report.gallery_rows(score_MxI, ["a", "b"], np.array([0, 2]), np.array([0, 0, 2, 1]),
+                             np.array([2, 5, 7, 3]), rows_per_class=1, top_k=3)
+  assert [r.music_class for r in rows] == ["positive", "negative"]
+  # Ties (0.9, 0.9) rank by image index.
+  assert [(i.emotion, i.score, i.match) for i in rows[0].images] == [
+      ("excitement", 0.75, True), ("contentment", 0.75, False), ("sadness", 0.5, False)]
+  assert rows[1].images[0].emotion == "sadness" and rows[1].images[0].match
+
+
+def test_report_has_paper_tables(figures, tmp_path):
+  results = _fake_results()
+  path = report.write_report(results, tmp_path / "run", figures)
+  text = path.read_text()
+  # Table 4: paper numbers, ours with std, a dash for a model not run, the oracle.
+  assert "| ACP-Net (proposed) | 61.67 | 64.12 ± 0.71 | 0.703 |" in text
+  assert "| Spectrogram-ACP | 55.84 | 57.33 | 0.601 |" in text
+  assert "| L³-Net [13] | 57.17 | — | — |" in text
+  assert "| Oracle ceiling (synthetic cues) | — | 90.12 | — |" in text
+  # Table 5: every paper row, ours beside the MLP and chance.
+  for row in ("| Random | 12.5 | 12.50 |", "| Art-based emotion features [26] | 46.5 | — |",
+              "| AlexNet [27] | 58.6 | — |", "| ACP-Net features + MLP | 40.4 | 42.13 |",
+              "| Random | 33.3 | 33.33 |", "| Spectrogram + CNN | 47.8 | — |",
+              "| ACP-Net features + MLP | 63.5 | 66.55 |"):
+    assert row in text, row
+  assert ("MLP probe: balanced test accuracy 40.11%, validation accuracy 43.00%, "
+          "best epoch 12 of 17.") in text
+  # Retrieval: both directions, ours and chance.
+  assert "| Query → key |  | P@1 | P@5 | P@10 | mAP | MRR |" in text
+  assert "| music → image | ACP-Net |" in text and "| image → music | ACP-Net |" in text
+  assert text.count("|  | chance |") == 2
+  for caption, png in figures.items():
+    assert f"### {caption}" in text and png.rsplit("/", 1)[-1] in text
+  assert json.loads((tmp_path / "run" / "results.json").read_text())["probe"]["music"][
+      "confusion"] == results["probe"]["music"]["confusion"].tolist()
+
+
+def test_report_without_optional_entries(tmp_path):
+  text = report.write_report({"test_accuracy": 0.6}, tmp_path, {}).read_text()
+  assert "| ACP-Net (proposed) | 61.67 | 60.00 |" in text
+  assert "| ACP-Net features + MLP | 40.4 | — |" in text
+  assert "Cross-modal retrieval" not in text and "Oracle" not in text

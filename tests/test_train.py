@@ -1,0 +1,140 @@
+"""The real train_and_evaluate on fake splits: outputs, resume, seeds, NaN, recompiles."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import fakes
+from acp_jax import checkpoint
+from acp_jax import models
+from acp_jax import pairs
+from acp_jax import train
+
+
+@pytest.fixture(scope="module")
+def splits():
+  return fakes.make_splits()
+
+
+def _rows(workdir, key):
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return [row for row in rows if key in row]
+
+
+def test_outputs_and_best_checkpoint(tmp_path, splits):
+  config = fakes.small_config()
+  results = train.train_and_evaluate(config, str(tmp_path), splits=splits)
+
+  assert results == json.loads((tmp_path / "results.json").read_text())
+  for key in ("test_accuracy", "test_auc", "val_accuracy"):
+    assert 0 <= results[key] <= 1
+  assert results["steps"] == 22 and 0 < results["best_step"] <= 22
+  assert results["pairs_per_second"] > 0
+  assert results["oracle_accuracy"] == pairs.oracle_accuracy(splits["test"])
+  assert "per_seed" not in results and "test_accuracy_std" not in results
+  assert [r["step"] for r in _rows(tmp_path, "train_loss")] == [4, 8, 12, 16, 20, 22]
+  assert [r["step"] for r in _rows(tmp_path, "val_accuracy")] == [6, 12, 18, 22]
+  assert max(r["val_accuracy"] for r in _rows(tmp_path, "val_accuracy")) == results["val_accuracy"]
+  assert list(tmp_path.glob("events.out.tfevents.*"))
+
+  # What probe and retrieval will load reproduces the reported test accuracy.
+  best = checkpoint.load_best(tmp_path)
+  assert best.config.to_json() == config.to_json()
+  assert best.step_S.tolist() == [results["best_step"]]
+  assert best.val_accuracy_S.tolist() == pytest.approx([results["val_accuracy"]])
+  tables = pairs.make_tables(splits["test"], best.image_standardizer, best.music_standardizer)
+  test = train.make_evaluate(models.create_model(best.config))(
+      best.params, tables, train.fixed_pairs(splits["test"]))
+  assert float(test["accuracy"][0]) == pytest.approx(results["test_accuracy"])
+
+
+def test_rerun_resumes_instead_of_retraining(tmp_path, splits):
+  config = fakes.small_config(patience=100)
+  first = train.train_and_evaluate(config, str(tmp_path), splits=splits)
+  rows = (tmp_path / "metrics.jsonl").read_text()
+  again = train.train_and_evaluate(config, str(tmp_path), splits=splits)
+  assert again["pairs_per_second"] is None  # nothing left to train
+  assert {**again, "pairs_per_second": 0} == {**first, "pairs_per_second": 0}
+  assert (tmp_path / "metrics.jsonl").read_text() == rows
+  # A longer budget continues from the last step.
+  config.num_epochs = 2
+  longer = train.train_and_evaluate(config, str(tmp_path), splits=splits)
+  assert longer["steps"] == 44
+  steps = [r["step"] for r in _rows(tmp_path, "train_loss")]
+  assert steps == sorted(set(steps)) and steps[-1] == 44
+
+
+def test_changed_architecture_is_refused(tmp_path, splits):
+  train.train_and_evaluate(fakes.small_config(), str(tmp_path), splits=splits)
+  with pytest.raises(ValueError, match="other fusion_widths.*new --workdir"):
+    train.train_and_evaluate(fakes.small_config(fusion_widths=(8, 8, 8)), str(tmp_path),
+                             splits=splits)
+
+
+def test_seeds_train_at_once(tmp_path, splits):
+  config = fakes.small_config(num_seeds=2, seed=3)
+  results = train.train_and_evaluate(config, str(tmp_path / "two"), splits=splits)
+  assert len(results["per_seed"]) == 2
+  for key in ("test_accuracy", "test_auc", "val_accuracy", "best_step"):
+    values = [row[key] for row in results["per_seed"]]
+    assert results[key] == pytest.approx(np.mean(values))
+    assert results[f"{key}_std"] == pytest.approx(np.std(values))
+  assert results["num_seeds"] == 2 and results["oracle_accuracy"] > 0.5
+  # Seed s of a run is the run of seed + s.
+  alone = train.train_and_evaluate(fakes.small_config(seed=4), str(tmp_path / "one"),
+                                   splits=splits)
+  for key in ("test_accuracy", "val_accuracy", "best_step"):
+    assert results["per_seed"][1][key] == pytest.approx(alone[key], abs=1e-6)
+  assert results["per_seed"][1]["test_auc"] == pytest.approx(alone["test_auc"], abs=1e-3)
+
+
+def test_early_stopping_ends_the_run(tmp_path, splits):
+  config = fakes.small_config(num_epochs=50, patience=1)
+  results = train.train_and_evaluate(config, str(tmp_path), splits=splits)
+  # The first evaluation sets the best; a second without improvement stops the run.
+  assert results["steps"] < 50 * 22
+  evals = _rows(tmp_path, "val_accuracy")
+  assert evals[-1]["step"] == results["steps"]
+  assert evals[-1]["val_accuracy"] <= results["val_accuracy"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, splits):
+  train.train_and_evaluate(fakes.small_config(), str(tmp_path), splits=splits)
+  with pytest.raises(FloatingPointError,
+                     match=r"loss is .* at step \d+ .*last good checkpoint is step 22"):
+    train.train_and_evaluate(fakes.small_config(num_epochs=3, learning_rate=1e9), str(tmp_path),
+                             splits=splits)
+  manager = checkpoint.Checkpoints(tmp_path)
+  assert manager.latest_step() >= 22
+  params = manager.latest.restore(manager.latest_step())["params"]
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+  manager.close()
+  assert all(np.isfinite(r["train_loss"]) for r in _rows(tmp_path, "train_loss"))
+
+
+def test_nan_features_fail_at_the_first_step_without_saving(tmp_path, splits):
+  features_NxD = splits["train"].images.features_NxD.copy()
+  features_NxD[5, 7] = np.nan
+  images = dataclasses.replace(splits["train"].images, features_NxD=features_NxD)
+  broken = {**splits, "train": dataclasses.replace(splits["train"], images=images)}
+  with pytest.raises(FloatingPointError, match="at step 1 .*check the input features"):
+    train.train_and_evaluate(fakes.small_config(), str(tmp_path), splits=broken)
+  assert not list((tmp_path / "checkpoints" / "latest").iterdir())
+
+
+def test_no_recompiles_as_training_goes_on(tmp_path, splits):
+  lowerings = []
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, *_, **__: lowerings.append(event)
+      if event == "/jax/core/compile/jaxpr_to_mlir_module_duration" else None)
+  counts = []
+  for name, epochs in (("warm-up", 1), ("short", 1), ("long", 3)):
+    lowerings.clear()
+    train.train_and_evaluate(fakes.small_config(num_epochs=epochs), str(tmp_path / name),
+                             splits=splits)
+    counts.append(len(lowerings))
+  # Three times the steps, evaluations and checkpoints, the same compilations.
+  assert counts[1] == counts[2], counts
