@@ -15,8 +15,11 @@ Two implementations of that contract:
 """
 
 import dataclasses
+import fcntl
+import functools
 import itertools
 import os
+import tempfile
 
 import audioread
 import librosa
@@ -33,6 +36,32 @@ GROUPS: dict[str, slice] = {
 
 # librosa.decompose.hpss's default median-filter length, in frames and in bins.
 _HPSS_KERNEL = 31
+
+_NUMBA_LOCK_PATH = os.path.join(tempfile.gettempdir(), "acp_jax-librosa-numba.lock")
+
+
+def _first_call_serialised(fn):
+  """Runs each process's first call of `fn` under a machine-wide file lock.
+
+  librosa compiles numba kernels on first use and caches them on disk. Two processes
+  compiling the same gufunc at once can write a cache that segfaults every later
+  process (numba issue #10128), which is what a fresh install hit with a builder's
+  worker pool or parallel tests. Under the lock the first process compiles and the
+  others load its cache; later calls take no lock.
+  """
+  warm = False
+
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    nonlocal warm
+    if warm:
+      return fn(*args, **kwargs)
+    with open(_NUMBA_LOCK_PATH, "a") as lock_file:  # closing it releases the lock
+      fcntl.flock(lock_file, fcntl.LOCK_EX)
+      out = fn(*args, **kwargs)
+    warm = True
+    return out
+  return wrapper
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +186,7 @@ def segment(y_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
   return y_T[:count * n].reshape(count, n)
 
 
+@_first_call_serialised
 def reference_descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
   """The literal librosa recipe on each window, averaged over windows: (193,) float32."""
   _check_length(segment_T, cfg)
@@ -175,6 +205,7 @@ def reference_descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.nda
   return np.mean(desc_Wx193, axis=0).astype(np.float32)
 
 
+@_first_call_serialised
 def descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
   """`reference_descriptor`'s (193,) float32 vector, computing each costly step once.
 
