@@ -46,8 +46,10 @@ _CLASS_EMOTIONS = tuple(tuple(e for e in labels.EMOTIONS if labels.EMOTION_TO_CL
 class CorpusConfig:
   """Size and difficulty of a synthetic corpus; one config always gives the same bytes."""
   num_images: int = 480
-  num_songs: int = 96
-  song_seconds: float = 13.0   # two 6 s segments each in the `imac/synthetic` builder config
+  # One 6 s segment per song in the `imac/synthetic` builder config: as many distinct
+  # songs as the build time allows, since segments of one song share its cue.
+  num_songs: int = 192
+  song_seconds: float = 6.5
   label_noise: float = 0.1     # fraction of items whose label is not their cue class
   sample_rate: int = 22050     # of most songs; every 7th is 44.1 kHz stereo instead
   seed: int = 0

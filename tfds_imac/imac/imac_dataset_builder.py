@@ -8,8 +8,11 @@ Each example is one fixed correspondence pair carrying both items' features.
 import concurrent.futures
 import dataclasses
 import functools
+import hashlib
+import json
 import multiprocessing
 import os
+import tempfile
 
 from etils import epath
 import numpy as np
@@ -21,7 +24,7 @@ from acp_jax.features import inception
 from acp_jax.features import music
 from tfds_imac import synthetic as synthetic_corpus
 from tfds_imac.imac import corpus
-from tfds_imac.imac import media
+from acp_jax.features import media
 from tfds_imac.imac import splits
 
 WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -70,6 +73,34 @@ _SYNTHETIC = dict(segment_seconds=6.0, window_seconds=2.0, hop_seconds=1.0,
                   synthetic=synthetic_corpus.CorpusConfig())
 
 
+def synthetic_corpus_dir(download_dir: epath.PathLike,
+                         corpus_cfg: synthetic_corpus.CorpusConfig) -> epath.Path:
+  """Where a synthetic config's generated corpus (raw images and songs) lives.
+
+  One directory per corpus config and builder version, so `synthetic` and
+  `synthetic_media` share one corpus and configs of other sizes never overwrite it.
+  """
+  key = hashlib.sha256(json.dumps(dataclasses.asdict(corpus_cfg), sort_keys=True).encode())
+  return epath.Path(download_dir) / f"imac_synthetic_corpus_{Builder.VERSION}_{key.hexdigest()[:12]}"
+
+
+def _write_corpus_once(root: epath.Path, corpus_cfg: synthetic_corpus.CorpusConfig) -> None:
+  """Generates the corpus at `root` unless it is there; no build ever reads a partial one.
+
+  The corpus is written beside `root` and renamed into place, so builds running at once
+  (two configs, two test workers) cannot delete each other's files half way.
+  """
+  if root.exists():
+    return
+  root.parent.mkdir(parents=True, exist_ok=True)
+  partial = epath.Path(tempfile.mkdtemp(dir=root.parent, prefix=f"{root.name}.partial-"))
+  synthetic_corpus.write_corpus(partial, corpus_cfg)
+  try:
+    partial.rename(root)
+  except OSError:  # another build renamed its corpus first: the same bytes, keep that one
+    partial.rmtree()
+
+
 def _item_features(dim: int) -> dict:
   return {
       "id": tfds.features.Text(),
@@ -82,8 +113,12 @@ def _item_features(dim: int) -> dict:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """IMAC correspondence pairs with Inception-V3 image and 193-d music features."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release: features and synthetic configs."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release: features and synthetic configs.",
+      "1.1.0": "synthetic: 192 songs of one segment instead of 96 of two (a demo model "
+               "overfitted 66 training songs).",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
       ImacConfig(name="features", description="Real IMAC from a manual download."),
@@ -122,8 +157,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     cfg: ImacConfig = self.builder_config
     manual_dir = self._manual_dir(dl_manager)
     if cfg.synthetic is not None:
-      root = epath.Path(dl_manager.download_dir) / f"imac_synthetic_corpus_seed{cfg.synthetic.seed}"
-      synthetic_corpus.write_corpus(root, cfg.synthetic)
+      root = synthetic_corpus_dir(dl_manager.download_dir, cfg.synthetic)
+      _write_corpus_once(root, cfg.synthetic)
     elif manual_dir is None:
       raise AssertionError(f"IMAC needs a manual download.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     else:
