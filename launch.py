@@ -1,9 +1,12 @@
-r"""Trains and evaluates a model: python launch.py --config=configs/acp.py --workdir=DIR.
+r"""Runs the job a config names: python launch.py --config=configs/acp.py --workdir=DIR.
 
-Re-running the same command resumes from the latest checkpoint in DIR. Multi-process
-(multi-host) runs need no code change: on a managed cluster (SLURM, Open MPI, Cloud
-TPU, ...) JAX finds its peers itself; elsewhere set JAX_COORDINATOR_ADDRESS=host:port,
-JAX_NUM_PROCESSES and JAX_PROCESS_ID for every process.
+Jobs (`config.job`; training configs name none): training (configs/acp.py; re-running
+the same command resumes from the latest checkpoint in DIR), `probe` (configs/probe.py)
+and `retrieve` (configs/retrieve.py), each a function (config, workdir) in acp_jax.
+
+Multi-process (multi-host) runs need no code change: on a managed cluster (SLURM,
+Open MPI, Cloud TPU, ...) JAX finds its peers itself; elsewhere set
+JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID for every process.
 """
 
 import os
@@ -15,13 +18,16 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from acp_jax import probe
+from acp_jax import query
 from acp_jax import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
-config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                lock_config=True)
+config_flags.DEFINE_config_file("config", None, "Job configuration file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
+
+JOBS = {"train": train.train_and_evaluate, "probe": probe.run, "retrieve": query.run}
 
 # Set by the schedulers JAX detects on its own, when they run more than one process.
 _CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
@@ -40,6 +46,10 @@ def maybe_initialize_distributed() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    # Orbax logs each checkpoint save in a dozen INFO lines; the progress bar and the
+    # closing summary are what a run shows. --verbosity=0 brings INFO back.
+    logging.set_verbosity(logging.WARNING)
   # TensorFlow only reads the dataset (TFDS): keep it off the accelerators JAX uses.
   # Imported here so that importing this module (tests do) does not load TensorFlow.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -47,8 +57,11 @@ def main(argv: list[str]) -> None:
   maybe_initialize_distributed()
   logging.info("JAX process %d of %d, local devices %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
+  job = FLAGS.config.get("job", "train")
+  if job not in JOBS:
+    raise app.UsageError(f"unknown config.job {job!r}; known: {sorted(JOBS)}")
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    JOBS[job](FLAGS.config, FLAGS.workdir)
   except (FileNotFoundError, ValueError, FloatingPointError) as e:
     # Errors a user can fix: the message says how; a traceback would bury it.
     sys.exit(f"error: {e}")

@@ -3,9 +3,9 @@
   <workdir>/
     config.json                   the run's config (written at start)
     checkpoints/latest/<step>/    the whole train state, every seed (resume reads it)
-    checkpoints/best/<step>/      best-by-validation params per seed and the input
-                                  standardisation; <step> is when it was written,
-                                  each seed's own best step is inside
+    checkpoints/best/<step>/      best-by-validation params (and BatchNorm statistics)
+                                  per seed and the input standardisation; <step> is
+                                  when it was written, each seed's own best step is inside
     metrics.jsonl                 one JSON object per log or evaluation point
     results.json                  final metrics of the best params
     events.out.tfevents.*         TensorBoard
@@ -26,7 +26,8 @@ import orbax.checkpoint as ocp
 from acp_jax import pairs
 
 # Config fields that shape the saved state: resuming with other values cannot work.
-STATE_FIELDS = ("dataset", "model", "image_widths", "music_widths", "fusion_widths", "num_seeds")
+STATE_FIELDS = ("dataset", "model", "image_widths", "music_widths", "fusion_widths",
+                "image_channels", "music_channels", "num_seeds")
 
 
 def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:
@@ -86,22 +87,31 @@ class Best:
   """The best-by-validation model of every seed of a run."""
   config: ml_collections.ConfigDict
   params: Any                          # a leading seed axis of size config.num_seeds
+  batch_stats: Any                     # BatchNorm statistics, seed axis too; {} if none
   val_accuracy_S: np.ndarray
   step_S: np.ndarray                   # each seed's best step
-  image_standardizer: pairs.Standardizer
-  music_standardizer: pairs.Standardizer
+  image_standardizer: pairs.Standardizer | None  # None: the model reads the rows as they are
+  music_standardizer: pairs.Standardizer | None
 
   def seed_params(self, seed: int) -> Any:
     """The params of one seed, ready for `models.create_model(config).apply`."""
     return jax.tree.map(lambda x: x[seed], self.params)
 
+  def seed_variables(self, seed: int) -> dict[str, Any]:
+    """{'params', 'batch_stats'} of one seed: `models.create_model(config).apply`'s variables."""
+    return jax.tree.map(lambda x: x[seed], {"params": self.params, "batch_stats": self.batch_stats})
 
-def best_tree(params: Any, val_accuracy_S: Any, step_S: Any, image_standardizer: pairs.Standardizer,
-              music_standardizer: pairs.Standardizer) -> dict[str, Any]:
-  """What the best checkpoint holds, as saved."""
-  return {"params": params, "val_accuracy_S": val_accuracy_S, "step_S": step_S,
-          "image_mean_D": image_standardizer.mean_D, "image_std_D": image_standardizer.std_D,
-          "music_mean_D": music_standardizer.mean_D, "music_std_D": music_standardizer.std_D}
+
+def best_tree(params: Any, batch_stats: Any, val_accuracy_S: Any, step_S: Any,
+              image_standardizer: pairs.Standardizer | None,
+              music_standardizer: pairs.Standardizer | None) -> dict[str, Any]:
+  """What the best checkpoint holds, as saved; a modality without a standardizer has no stats."""
+  tree = {"params": params, "batch_stats": batch_stats, "val_accuracy_S": val_accuracy_S,
+          "step_S": step_S}
+  for name, standardizer in (("image", image_standardizer), ("music", music_standardizer)):
+    if standardizer is not None:
+      tree[f"{name}_mean_D"], tree[f"{name}_std_D"] = standardizer.mean_D, standardizer.std_D
+  return tree
 
 
 def load_best(workdir: epath.PathLike) -> Best:
@@ -117,7 +127,8 @@ def load_best(workdir: epath.PathLike) -> Best:
   manager.close()
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   host = lambda key: np.asarray(tree[key])
-  return Best(config=config, params=tree["params"], val_accuracy_S=host("val_accuracy_S"),
-              step_S=host("step_S"),
-              image_standardizer=pairs.Standardizer(host("image_mean_D"), host("image_std_D")),
-              music_standardizer=pairs.Standardizer(host("music_mean_D"), host("music_std_D")))
+  standardizer = lambda name: (pairs.Standardizer(host(f"{name}_mean_D"), host(f"{name}_std_D"))
+                               if f"{name}_mean_D" in tree else None)
+  return Best(config=config, params=tree["params"], batch_stats=tree["batch_stats"],
+              val_accuracy_S=host("val_accuracy_S"), step_S=host("step_S"),
+              image_standardizer=standardizer("image"), music_standardizer=standardizer("music"))

@@ -1,6 +1,6 @@
-"""ACP-Net (paper section 3) in Flax linen, and the factory that builds a model from a config.
+"""ACP-Net (paper section 3) and its Table 4 baselines in Flax linen, and the model factory.
 
-A correspondence model maps an (image, music) pair of feature rows to 2-way logits
+A correspondence model maps an (image, music) pair of input rows to 2-way logits
 (index 1 = true correspondence). It exposes its two towers and its fusion head as
 methods so that scoring many pairs embeds each item once and runs only the head on
 the pairs:
@@ -10,7 +10,15 @@ the pairs:
   logits_Px2 = model.apply(variables, emb_NxE[image_P], emb_MxE[music_P], method="fuse")
 
 `model.apply(variables, image_BxD, music_BxD)` is the composition of the three.
-Every method takes `train`; with `train=True` dropout needs a 'dropout' rng.
+Every method takes `train`; with `train=True` dropout needs a 'dropout' rng, and a
+model with conv towers updates its BatchNorm statistics (`mutable=['batch_stats']`).
+
+All three models are two towers into a common space and a fusion head (`ACPNet`);
+they differ in the towers (inputs per model: acp_jax/inputs.py):
+  acp              FC towers on Inception features and the 193-d music descriptor
+  spectrogram_acp  ACP-Net with a conv music tower on log-spectrograms, then FC to 1024
+  l3net            L3-Net (Arandjelovic & Zisserman 2017): conv towers on pixels and
+                   log-spectrograms, each max-pooled to 512-d, and a 128-unit FC head
 """
 
 from collections.abc import Callable, Sequence
@@ -41,20 +49,73 @@ class Dense(nn.Module):
 
 
 class FullyConnected(nn.Module):
-  """Dense layers of the given widths, each followed by ReLU and dropout."""
+  """Dense layers of the given widths, each followed by ReLU and dropout.
+
+  With `preactivated=True` the input is already the first layer's Dense output.
+  """
   widths: Sequence[int]
   dropout_rate: float
 
   @nn.compact
-  def __call__(self, x_BxD: jax.Array, *, train: bool) -> jax.Array:
-    for width in self.widths:
-      x_BxD = nn.relu(Dense(width)(x_BxD))
+  def __call__(self, x_BxD: jax.Array, *, train: bool, preactivated: bool = False) -> jax.Array:
+    for i, width in enumerate(self.widths):
+      if not (preactivated and i == 0):
+        # Named as linen would auto-name them, so both call modes share one params tree.
+        x_BxD = Dense(width, name=f"Dense_{i}")(x_BxD)
+      x_BxD = nn.relu(x_BxD)
       x_BxD = nn.Dropout(self.dropout_rate, deterministic=not train)(x_BxD)
     return x_BxD
 
 
+def _max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
+  """`nn.max_pool(x, (2, 2), strides=(2, 2))`: an odd last row or column is dropped.
+
+  As a reshape and max, whose gradient XLA:CPU runs ~3x faster than max_pool's
+  select-and-scatter.
+  """
+  b, h, w, c = x_BxHxWxC.shape
+  x_BxHxWxC = x_BxHxWxC[:, :h - h % 2, :w - w % 2]
+  return x_BxHxWxC.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class ConvTower(nn.Module):
+  """L3-Net's subnetwork, then FC layers (none in L3-Net itself).
+
+  Blocks of two conv3x3 + BatchNorm + ReLU, one block per entry of `channels`, 2x2
+  max-pooled between blocks; the last block is max-pooled over all positions, so
+  the output is `channels[-1]`-d (then `widths[-1]`-d) whatever the input size.
+  Input: B x H x W x 3 uint8 pixels or B x T x F (standardised) spectrograms.
+  """
+  channels: Sequence[int]
+  widths: Sequence[int]
+  dropout_rate: float
+  batch_norm_momentum: float
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC: jax.Array, *, train: bool) -> jax.Array:
+    if x_BxHxWxC.dtype == jnp.uint8:
+      # Pixels: to [-1, 1], as Keras's Inception preprocessing.
+      x_BxHxWxC = x_BxHxWxC / 127.5 - 1.0
+    elif x_BxHxWxC.ndim == 3:
+      # A B x T x F spectrogram is a one-channel image.
+      x_BxHxWxC = x_BxHxWxC[..., None]
+    for i, channels in enumerate(self.channels):
+      if i:
+        x_BxHxWxC = _max_pool_2x2(x_BxHxWxC)
+      for _ in range(2):
+        # No conv bias: BatchNorm's offset replaces it.
+        x_BxHxWxC = nn.Conv(channels, (3, 3), use_bias=False)(x_BxHxWxC)
+        x_BxHxWxC = nn.BatchNorm(use_running_average=not train,
+                                 momentum=self.batch_norm_momentum)(x_BxHxWxC)
+        x_BxHxWxC = nn.relu(x_BxHxWxC)
+    return FullyConnected(self.widths, self.dropout_rate)(x_BxHxWxC.max(axis=(1, 2)), train=train)
+
+
 class ACPNet(nn.Module):
   """Image tower and music tower into a common space, then fusion layers to 2 logits.
+
+  A tower is FC layers on feature rows or, given conv channels, a `ConvTower` on
+  pixels or spectrograms.
 
   Attributes:
     image_widths: the image tower's FC widths; the last is the embedding size.
@@ -62,22 +123,37 @@ class ACPNet(nn.Module):
     fusion_widths: hidden FC widths of the fusion head; one more FC layer gives the logits.
     dropout_rate: drop probability after every hidden FC layer of the fusion head.
     dropout_in_towers: also after every tower layer.
+    image_channels: conv blocks of the image tower, before its FC layers; () for none.
+    music_channels: conv blocks of the music tower, before its FC layers; () for none.
+    batch_norm_momentum: decay of the conv towers' BatchNorm running statistics.
   """
   image_widths: Sequence[int]
   music_widths: Sequence[int]
   fusion_widths: Sequence[int]
   dropout_rate: float
   dropout_in_towers: bool
+  image_channels: Sequence[int] = ()
+  music_channels: Sequence[int] = ()
+  batch_norm_momentum: float = 0.9
 
   def setup(self):
-    if self.image_widths[-1] != self.music_widths[-1]:
+    embedding = lambda widths, channels: (tuple(channels) + tuple(widths))[-1]
+    image_size = embedding(self.image_widths, self.image_channels)
+    music_size = embedding(self.music_widths, self.music_channels)
+    if image_size != music_size:
       raise ValueError("the towers must end in the same embedding size, got "
-                       f"{self.image_widths[-1]} (image) and {self.music_widths[-1]} (music)")
+                       f"{image_size} (image) and {music_size} (music)")
     tower_dropout_rate = self.dropout_rate if self.dropout_in_towers else 0.0
-    self.image_tower = FullyConnected(self.image_widths, tower_dropout_rate)
-    self.music_tower = FullyConnected(self.music_widths, tower_dropout_rate)
+    self.image_tower = self._tower(self.image_channels, self.image_widths, tower_dropout_rate)
+    self.music_tower = self._tower(self.music_channels, self.music_widths, tower_dropout_rate)
     self.fusion = FullyConnected(self.fusion_widths, self.dropout_rate)
     self.logits = Dense(NUM_LOGITS)
+
+  def _tower(self, channels: Sequence[int], widths: Sequence[int], dropout_rate: float
+             ) -> nn.Module:
+    if not channels:
+      return FullyConnected(widths, dropout_rate)
+    return ConvTower(channels, widths, dropout_rate, self.batch_norm_momentum)
 
   def embed_image(self, image_BxD: jax.Array, *, train: bool = False) -> jax.Array:
     return self.image_tower(image_BxD, train=train)
@@ -94,15 +170,46 @@ class ACPNet(nn.Module):
     return self.fuse(self.embed_image(image_BxD, train=train),
                      self.embed_music(music_BxD, train=train), train=train)
 
+  # Ranking Q queries against K keys scores Q x K pairs. The fusion head's first layer
+  # is linear in concat(image, music), so its output is the sum of one term per side:
+  # project each embedding once (Q + K matmuls with the widest kernel) and run only
+  # the rest of the head per pair, `fuse_projected(project_image(i), project_music(m))`
+  # == `fuse(i, m)`. Inference only (no dropout).
 
-def _acp_net(config: ml_collections.ConfigDict) -> nn.Module:
+  def project_image(self, image_BxE: jax.Array) -> jax.Array:
+    kernel_HxE = self.fusion.variables["params"]["Dense_0"]["kernel"][:, :image_BxE.shape[-1]]
+    return jnp.einsum("...e,he->...h", image_BxE, kernel_HxE)
+
+  def project_music(self, music_BxE: jax.Array) -> jax.Array:
+    first = self.fusion.variables["params"]["Dense_0"]
+    kernel_HxE = first["kernel"][:, -music_BxE.shape[-1]:]
+    return jnp.einsum("...e,he->...h", music_BxE, kernel_HxE) + first["bias"]
+
+  def fuse_projected(self, image_BxH: jax.Array, music_BxH: jax.Array) -> jax.Array:
+    return self.logits(self.fusion(image_BxH + music_BxH, train=False, preactivated=True))
+
+
+def _acp_net(config: ml_collections.ConfigDict, **conv_towers) -> nn.Module:
   return ACPNet(image_widths=tuple(config.image_widths), music_widths=tuple(config.music_widths),
                 fusion_widths=tuple(config.fusion_widths), dropout_rate=config.dropout_rate,
-                dropout_in_towers=config.dropout_in_towers)
+                dropout_in_towers=config.dropout_in_towers, **conv_towers)
 
 
-# config.model -> constructor; a baseline registers itself here and reuses the loop.
-MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {"acp": _acp_net}
+def _spectrogram_acp(config: ml_collections.ConfigDict) -> nn.Module:
+  return _acp_net(config, music_channels=tuple(config.music_channels),
+                  batch_norm_momentum=config.batch_norm_momentum)
+
+
+def _l3_net(config: ml_collections.ConfigDict) -> nn.Module:
+  return _acp_net(config, image_channels=tuple(config.image_channels),
+                  music_channels=tuple(config.music_channels),
+                  batch_norm_momentum=config.batch_norm_momentum)
+
+
+# config.model -> constructor; a baseline registers itself here (and its inputs in
+# acp_jax/inputs.py) and reuses the loop.
+MODELS: dict[str, Callable[[ml_collections.ConfigDict], nn.Module]] = {
+    "acp": _acp_net, "spectrogram_acp": _spectrogram_acp, "l3net": _l3_net}
 
 
 def create_model(config: ml_collections.ConfigDict) -> nn.Module:

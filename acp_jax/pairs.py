@@ -19,15 +19,20 @@ from acp_jax import labels
 
 @dataclasses.dataclass(frozen=True)
 class Standardizer:
-  """Per-dimension mean and std of one modality's training features."""
+  """Per-dimension mean and std of one modality's training inputs.
+
+  The statistics are over every axis but the last: per feature of N x D features,
+  per frequency bin of N x T x F spectrograms.
+  """
   mean_D: np.ndarray
   std_D: np.ndarray
 
   @classmethod
   def fit(cls, features_NxD: np.ndarray) -> "Standardizer":
-    std_D = features_NxD.std(axis=0)
+    axes = tuple(range(features_NxD.ndim - 1))
+    std_D = features_NxD.std(axis=axes)
     # A constant feature carries nothing; leave it at zero instead of dividing by 0.
-    return cls(features_NxD.mean(axis=0), np.where(std_D > 0, std_D, 1.0).astype(np.float32))
+    return cls(features_NxD.mean(axis=axes), np.where(std_D > 0, std_D, 1.0).astype(np.float32))
 
   def __call__(self, features_NxD: np.ndarray) -> np.ndarray:
     return ((features_NxD - self.mean_D) / self.std_D).astype(np.float32)
@@ -36,6 +41,9 @@ class Standardizer:
 @flax.struct.dataclass
 class Tables:
   """One split's items, standardised, plus what balanced sampling needs.
+
+  The item rows are what the model reads (see acp_jax/inputs.py): N x D features,
+  or media inputs such as N x H x W x 3 uint8 pixels and M x T x F log-spectrograms.
 
   `music_by_class_M` lists the music rows sorted by class, so the rows of class c
   are `music_by_class_M[music_start_C[c] : music_start_C[c] + music_count_C[c]]`
@@ -49,13 +57,18 @@ class Tables:
   music_count_C: jax.Array
 
 
-def make_tables(split: data.Split, image_std: Standardizer, music_std: Standardizer) -> Tables:
-  """Host (numpy) tables of one split; place them on device with `jax.device_put`."""
+def make_tables(split: data.Split, image_std: Standardizer | None,
+                music_std: Standardizer | None) -> Tables:
+  """Host (numpy) tables of one split; place them on device with `jax.device_put`.
+
+  A modality without a standardizer (uint8 pixels) keeps its rows as they are.
+  """
+  standardize = lambda std, x: x if std is None else std(x)
   music_labels_M = split.music.labels_N
   music_count_C = np.bincount(music_labels_M, minlength=len(labels.CLASSES))
   return Tables(
-      image_NxD=image_std(split.images.features_NxD),
-      music_MxD=music_std(split.music.features_NxD),
+      image_NxD=standardize(image_std, split.images.features_NxD),
+      music_MxD=standardize(music_std, split.music.features_NxD),
       image_labels_N=split.images.labels_N.astype(np.int32),
       music_by_class_M=np.argsort(music_labels_M, kind="stable").astype(np.int32),
       music_start_C=(np.cumsum(music_count_C) - music_count_C).astype(np.int32),

@@ -14,11 +14,13 @@ value may carry a `<name>_std` sibling, the standard deviation over seeds, shown
     "test_auc": 0.67,
     "val_accuracy": 0.63,               # at the best-validation checkpoint
     "oracle_accuracy": 0.91,            # optional: ceiling from the synthetic cues
-    "models": {                         # optional Table 4 rows; a missing "acp"
-      "acp": {"test_accuracy": ..., "test_auc": ...},   # falls back to the top level
-      "l3net": {...},
+    "model": "acp",                     # optional: the run's row of Table 4 ("acp" if absent)
+    "models": {                         # optional Table 4 rows; a missing row of the
+      "acp": {"test_accuracy": ..., "test_auc": ...},   # run's model falls back to
+      "l3net": {...},                                   # the top level
       "spectrogram_acp": {...},
     },
+    "analysed_model": "seed 0 of 3",    # optional: whose retrieval, probes and figures
     "probe": {                          # optional, each a `probe.train_probe` result:
       "image": {"test_accuracy", "test_balanced_accuracy", "val_accuracy", "chance",
                 "majority", "num_classes", "confusion", ...},
@@ -47,6 +49,7 @@ from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
+import threadpoolctl  # noqa: E402
 
 from acp_jax import labels  # noqa: E402
 
@@ -68,6 +71,9 @@ PAPER_TABLE5_MUSIC = (
     ("spectrogram_cnn", "Spectrogram + CNN", 47.8),
     ("mlp", "ACP-Net features + MLP", 63.5),
 )
+
+# config.model -> the name a report gives the run's own model.
+MODEL_NAMES = {"acp": "ACP-Net", "l3net": "L³-Net", "spectrogram_acp": "Spectrogram-ACP"}
 
 _DASH = "—"
 _DPI = 120
@@ -155,10 +161,13 @@ def plot_embedding_map(emb_NxD: np.ndarray, labels_N: np.ndarray, class_names: S
   keep = (np.sort(rng.choice(total, max_points, replace=False)) if total > max_points
           else np.arange(total))
   emb_NxD, labels_N = emb_NxD[keep], labels_N[keep]
-  reduced = PCA(min(pca_dim, *emb_NxD.shape), random_state=seed).fit_transform(emb_NxD)
-  # t-SNE needs perplexity below the number of points.
-  map_Nx2 = TSNE(2, perplexity=min(perplexity, (len(keep) - 1) / 3), init="pca",
-                 random_state=seed).fit_transform(reduced)
+  # One thread: t-SNE's OpenMP threads spin-wait on busy cores (a test run, a training
+  # job beside it) and were 2x (3000 points) to 40x (30 points) slower than one thread.
+  with threadpoolctl.threadpool_limits(1):
+    reduced = PCA(min(pca_dim, *emb_NxD.shape), random_state=seed).fit_transform(emb_NxD)
+    # t-SNE needs perplexity below the number of points.
+    map_Nx2 = TSNE(2, perplexity=min(perplexity, (len(keep) - 1) / 3), init="pca",
+                   random_state=seed).fit_transform(reduced)
   fig, ax = plt.subplots(figsize=(6.4, 5.6))
   for c, name in enumerate(class_names):
     mask = labels_N == c
@@ -299,9 +308,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
           *("| " + " | ".join(row) + " |" for row in rows)]
 
 
+def _model_name(results: Mapping) -> str:
+  return MODEL_NAMES.get(results.get("model"), "ACP-Net")
+
+
 def _table4(results: Mapping) -> list[str]:
   models = dict(results.get("models", {}))
-  models.setdefault("acp", {k: v for k, v in results.items() if k.startswith("test_")})
+  models.setdefault(results.get("model", "acp"),
+                    {k: v for k, v in results.items() if k.startswith("test_")})
   with_auc = any(m.get("test_auc") is not None for m in models.values())
   header = ["Model", "Paper accuracy (%)", "Ours accuracy (%)"] + (["Ours AUC"] * with_auc)
   rows = [[name, f"{paper:.2f}", _cell(models.get(key), "test_accuracy")]
@@ -313,7 +327,7 @@ def _table4(results: Mapping) -> list[str]:
   return ["## Affective correspondence (paper Table 4)", "",
           *_table(header, rows), "",
           "Accuracy on the fixed, balanced test pairs."
-          + (f" ACP-Net validation accuracy: {_cell(results, 'val_accuracy')}%."
+          + (f" {_model_name(results)} validation accuracy: {_cell(results, 'val_accuracy')}%."
              if results.get("val_accuracy") is not None else ""), ""]
 
 
@@ -335,25 +349,25 @@ def _table5_part(title: str, paper_rows: Sequence[tuple[str, str, float]],
 
 def _table5(results: Mapping) -> list[str]:
   probes = results.get("probe", {})
-  return ["## Emotion recognition from ACP-Net embeddings (paper Table 5)", "",
+  return [f"## Emotion recognition from {_model_name(results)} embeddings (paper Table 5)", "",
           "Random = chance, 1 / number of classes. Majority class = always answering the "
           "most frequent training class.", "",
           *_table5_part("Emotion in images (8 classes)", PAPER_TABLE5_IMAGES, probes.get("image")),
           *_table5_part("Emotion in music (3 classes)", PAPER_TABLE5_MUSIC, probes.get("music"))]
 
 
-def _retrieval_table(retrieval: Mapping) -> list[str]:
+def _retrieval_table(retrieval: Mapping, model_name: str) -> list[str]:
   names = {"music_to_image": "music → image", "image_to_music": "image → music"}
   metrics = sorted({k for d in retrieval.values() for k in d if k.startswith("p@")},
                    key=lambda k: int(k[2:])) + ["map", "mrr"]
   header = ["Query → key", ""] + [{"map": "mAP", "mrr": "MRR"}.get(m, m.upper()) for m in metrics]
   rows = []
   for key, direction in retrieval.items():
-    rows.append([names.get(key, key), "ACP-Net"] + [_cell(direction, m) for m in metrics])
+    rows.append([names.get(key, key), model_name] + [_cell(direction, m) for m in metrics])
     rows.append(["", "chance"] + [_cell(direction.get("chance"), m) for m in metrics])
   return ["## Cross-modal retrieval", "",
-          "Ranked by the model's match score; relevant = same emotion class; each metric "
-          "is averaged over the queries of a class, then over classes (%).", "",
+          "Ranked by the model's match score (log-odds); relevant = same emotion class; each "
+          "metric is averaged over the queries of a class, then over classes (%).", "",
           *_table(header, rows), ""]
 
 
@@ -380,12 +394,15 @@ def write_report(results: Mapping, out_dir: str | pathlib.Path,
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   dataset = results.get("dataset")
-  lines = ["# ACP-Net report" + (f": {dataset}" if dataset else ""), "",
+  lines = [f"# {_model_name(results)} report" + (f": {dataset}" if dataset else ""), "",
            "Paper: Verma, Dhekane, Guha, *Learning affective correspondence between music and "
            "image*, ICASSP 2019. \"—\" marks a model or entry not run.", "",
-           *_table4(results), *_table5(results)]
+           *_table4(results)]
+  if results.get("analysed_model"):
+    lines += [f"Probes, retrieval and figures are of {results['analysed_model']}.", ""]
+  lines += _table5(results)
   if results.get("retrieval"):
-    lines += _retrieval_table(results["retrieval"])
+    lines += _retrieval_table(results["retrieval"], _model_name(results))
   if figures:
     lines += ["## Figures", ""]
     for caption, path in figures.items():

@@ -36,8 +36,9 @@ def score_matrix(score_fn: ScoreFn, queries_QxD: jax.Array, keys_KxD: jax.Array,
 
   Args:
     score_fn: scores aligned pairs, `(q_BxD, k_BxD) -> B` (for ACP-Net the fusion
-      head's match probability). It may close over model parameters; it is a static
-      argument of the compiled function, so pass the same callable to reuse it.
+      head's match log-odds). Pass model parameters bound in a
+      `jax.tree_util.Partial`: they are then traced, not baked into the program, and
+      the same function with other parameters reuses the compiled program.
     queries_QxD: query embeddings.
     keys_KxD: key embeddings.
     block: pairs scored per call; peak memory grows with it.
@@ -56,11 +57,13 @@ def score_matrix(score_fn: ScoreFn, queries_QxD: jax.Array, keys_KxD: jax.Array,
   if num_q * num_k + block > _INT32_LIMIT:
     raise ValueError(f"{num_q} x {num_k} pairs exceed int32 indexing; score the queries "
                      "in several calls and concatenate the rows.")
+  if not isinstance(score_fn, jax.tree_util.Partial):
+    score_fn = jax.tree_util.Partial(score_fn)
   return _score_matrix(score_fn, jnp.asarray(queries_QxD), jnp.asarray(keys_KxD), block)
 
 
-@functools.partial(jax.jit, static_argnames=("score_fn", "block"))
-def _score_matrix(score_fn: ScoreFn, queries_QxD: jax.Array, keys_KxD: jax.Array,
+@functools.partial(jax.jit, static_argnames=("block",))
+def _score_matrix(score_fn: jax.tree_util.Partial, queries_QxD: jax.Array, keys_KxD: jax.Array,
                   block: int) -> jax.Array:
   num_q, num_k = queries_QxD.shape[0], keys_KxD.shape[0]
   num_pairs = num_q * num_k

@@ -36,8 +36,10 @@ import optax
 from sklearn.metrics import roc_auc_score
 import tqdm
 
+from acp_jax import analysis
 from acp_jax import checkpoint
 from acp_jax import data
+from acp_jax import inputs
 from acp_jax import models
 from acp_jax import pairs
 
@@ -47,8 +49,10 @@ class TrainState:
   """What carries over between steps, for every seed (leading axis S)."""
   step: jax.Array                 # int32 scalar, steps done
   params: Any
+  batch_stats: Any                # BatchNorm running statistics; {} for models without
   opt_state: Any
   best_params: Any                # params at each seed's best validation accuracy so far
+  best_batch_stats: Any
   best_val_accuracy_S: jax.Array  # -1 before the first evaluation
   best_step_S: jax.Array
   evals_since_best_S: jax.Array   # a seed trains while this is below config.patience
@@ -94,20 +98,31 @@ def seed_keys(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
 
 
 def make_init(config: ml_collections.ConfigDict, model: Any, tx: optax.GradientTransformation,
-              image_dim: int, music_dim: int) -> Callable[[], TrainState]:
-  """The state at step 0, as a function of nothing (all randomness from config.seed)."""
+              image_dim: int | tuple[int, ...], music_dim: int | tuple[int, ...]
+              ) -> Callable[[], TrainState]:
+  """The state at step 0, as a function of nothing (all randomness from config.seed).
+
+  `image_dim`, `music_dim`: one item's input shape (D for features, e.g. H x W x 3 for media).
+  """
 
   def init() -> TrainState:
     init_key_S, _ = seed_keys(config)
-    params = jax.vmap(lambda key: model.init(key, jnp.zeros((1, image_dim)),
-                                             jnp.zeros((1, music_dim)))["params"])(init_key_S)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+    row = lambda dim: jnp.zeros((1, *np.atleast_1d(dim)))
+    variables = jax.vmap(lambda key: model.init(key, row(image_dim), row(music_dim)))(init_key_S)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=jax.vmap(tx.init)(params), best_params=params,
+                      best_batch_stats=batch_stats,
                       best_val_accuracy_S=-jnp.ones(config.num_seeds),
                       best_step_S=jnp.zeros(config.num_seeds, jnp.int32),
                       evals_since_best_S=jnp.zeros(config.num_seeds, jnp.int32))
 
   return init
+
+
+def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Adam (the paper's), with decoupled weight decay if config.weight_decay > 0."""
+  return optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
 
 
 def create_state(init: Callable[[], TrainState],
@@ -133,7 +148,7 @@ def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
   """
   batch_sharding = NamedSharding(mesh, P("data"))
 
-  def seed_step(params, opt_state, key, tables):
+  def seed_step(params, batch_stats, opt_state, key, tables):
     sample_key, dropout_key = jax.random.split(key)
     image_B, music_B, label_B = pairs.sample_pairs(sample_key, tables, config.batch_size)
     image_B, music_B, label_B = jax.lax.with_sharding_constraint(
@@ -141,45 +156,58 @@ def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
     image_BxD, music_BxD = gather(tables, image_B, music_B)
 
     def loss_fn(params):
-      logits_Bx2 = model.apply({"params": params}, image_BxD, music_BxD, train=True,
-                               rngs={"dropout": dropout_key})
+      logits_Bx2, updated = model.apply(
+          {"params": params, "batch_stats": batch_stats}, image_BxD, music_BxD, train=True,
+          rngs={"dropout": dropout_key}, mutable=["batch_stats"])
       loss = optax.softmax_cross_entropy_with_integer_labels(logits_Bx2, label_B).mean()
-      return loss, jnp.mean(jnp.argmax(logits_Bx2, -1) == label_B)
+      return loss, (jnp.mean(jnp.argmax(logits_Bx2, -1) == label_B), updated["batch_stats"])
 
-    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    (loss, (accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss, accuracy
+    return optax.apply_updates(params, updates), batch_stats, opt_state, loss, accuracy
 
   def train_chunk(state: TrainState, tables: pairs.Tables) -> tuple[TrainState, dict]:
     _, train_key_S = seed_keys(config)
 
     def one_step(carry, _):
-      step, params, opt_state = carry
+      step, params, batch_stats, opt_state = carry
       step_key_S = jax.vmap(jax.random.fold_in, (0, None))(train_key_S, step)
-      params, opt_state, loss_S, accuracy_S = jax.vmap(seed_step, (0, 0, 0, None))(
-          params, opt_state, step_key_S, tables)
-      return (step + 1, params, opt_state), {"loss": loss_S, "accuracy": accuracy_S}
+      params, batch_stats, opt_state, loss_S, accuracy_S = jax.vmap(
+          seed_step, (0, 0, 0, 0, None))(params, batch_stats, opt_state, step_key_S, tables)
+      return (step + 1, params, batch_stats, opt_state), {"loss": loss_S, "accuracy": accuracy_S}
 
-    (step, params, opt_state), metrics = jax.lax.scan(
-        one_step, (state.step, state.params, state.opt_state), length=config.steps_per_dispatch)
-    return state.replace(step=step, params=params, opt_state=opt_state), metrics
+    (step, params, batch_stats, opt_state), metrics = jax.lax.scan(
+        one_step, (state.step, state.params, state.batch_stats, state.opt_state),
+        length=config.steps_per_dispatch, unroll=config.unroll_steps)
+    return state.replace(step=step, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state), metrics
 
   return jax.jit(train_chunk, donate_argnums=0)
 
 
 # ---------------------------------------------------------------------------- evaluation
 
-def make_evaluate(model: Any) -> Callable[[Any, pairs.Tables, dict], dict]:
-  """(params with a seed axis, tables, fixed pairs) -> per seed {'loss', 'accuracy', 'match_prob'}.
+def make_evaluate(model: Any, batch_size: int | None = None
+                  ) -> Callable[[Any, pairs.Tables, dict, Any], dict]:
+  """(params, tables, fixed pairs, batch_stats) -> per seed {'loss', 'accuracy', 'match_prob'}.
 
-  'loss' and 'accuracy' are S, 'match_prob' SxP. Each item is embedded once; only the
-  fusion head runs per pair.
+  params and batch_stats (omitted: none) have a seed axis. 'loss' and 'accuracy' are
+  S, 'match_prob' SxP. Each item is embedded once, `batch_size` items at a time (all
+  at once if None); only the fusion head runs per pair. BatchNorm uses its running
+  statistics.
   """
 
-  def evaluate_seed(params, tables, fixed):
-    variables = {"params": params}
-    image_NxE = model.apply(variables, tables.image_NxD, method="embed_image")
-    music_MxE = model.apply(variables, tables.music_MxD, method="embed_music")
+  def embed(variables, table_NxD, method):
+    apply = lambda x_NxD: model.apply(variables, x_NxD, method=method)
+    if batch_size is None:
+      return apply(table_NxD)
+    return jax.lax.map(lambda x_D: apply(x_D[None])[0], table_NxD,
+                       batch_size=min(batch_size, table_NxD.shape[0]))
+
+  def evaluate_seed(params, batch_stats, tables, fixed):
+    variables = {"params": params, "batch_stats": batch_stats}
+    image_NxE = embed(variables, tables.image_NxD, "embed_image")
+    music_MxE = embed(variables, tables.music_MxD, "embed_music")
     logits_Px2 = model.apply(variables, image_NxE[fixed["image_P"]], music_MxE[fixed["music_P"]],
                              method="fuse")
     label_P = fixed["label_P"]
@@ -187,7 +215,9 @@ def make_evaluate(model: Any) -> Callable[[Any, pairs.Tables, dict], dict]:
             "accuracy": jnp.mean(jnp.argmax(logits_Px2, -1) == label_P),
             "match_prob": jax.nn.softmax(logits_Px2)[:, 1]}
 
-  return jax.jit(jax.vmap(evaluate_seed, (0, None, None)))
+  evaluate_seeds = jax.jit(jax.vmap(evaluate_seed, (0, 0, None, None)))
+  return lambda params, tables, fixed, batch_stats=None: evaluate_seeds(
+      params, {} if batch_stats is None else batch_stats, tables, fixed)
 
 
 def make_record_eval(config: ml_collections.ConfigDict, evaluate: Callable,
@@ -195,13 +225,14 @@ def make_record_eval(config: ml_collections.ConfigDict, evaluate: Callable,
   """Validation of the current params, folded into each seed's best and patience counter."""
 
   def record_eval(state: TrainState, tables: pairs.Tables, fixed: dict) -> tuple[TrainState, dict]:
-    metrics = evaluate(state.params, tables, fixed)
+    metrics = evaluate(state.params, tables, fixed, state.batch_stats)
     active_S = state.evals_since_best_S < config.patience
     # Strictly better only: on a tie the earlier (less fitted) params stay.
     better_S = active_S & (metrics["accuracy"] > state.best_val_accuracy_S)
     pick = lambda new, old: jnp.where(better_S.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
     state = state.replace(
         best_params=jax.tree.map(pick, state.params, state.best_params),
+        best_batch_stats=jax.tree.map(pick, state.batch_stats, state.best_batch_stats),
         best_val_accuracy_S=jnp.where(better_S, metrics["accuracy"], state.best_val_accuracy_S),
         best_step_S=jnp.where(better_S, state.step, state.best_step_S),
         evals_since_best_S=jnp.where(better_S, 0, state.evals_since_best_S + active_S))
@@ -324,7 +355,8 @@ class TrainMetrics:
 # ---------------------------------------------------------------------------- checkpoint
 
 def save_checkpoint(ckpts: checkpoint.Checkpoints, state: TrainState, saved_best_step_S: np.ndarray,
-                    standardizers: tuple[pairs.Standardizer, pairs.Standardizer]) -> np.ndarray:
+                    standardizers: tuple[pairs.Standardizer | None, pairs.Standardizer | None]
+                    ) -> np.ndarray:
   """Saves the latest state, and the best params if they changed; returns their steps."""
   step = int(state.step)
   if not all_finite(state.params):
@@ -333,8 +365,8 @@ def save_checkpoint(ckpts: checkpoint.Checkpoints, state: TrainState, saved_best
   best_step_S = np.asarray(state.best_step_S)
   best = None
   if (best_step_S != saved_best_step_S).any() or ckpts.best.latest_step() is None:
-    best = checkpoint.best_tree(state.best_params, state.best_val_accuracy_S, state.best_step_S,
-                                *standardizers)
+    best = checkpoint.best_tree(state.best_params, state.best_batch_stats,
+                                state.best_val_accuracy_S, state.best_step_S, *standardizers)
   ckpts.save(step, state, best)
   return best_step_S
 
@@ -365,11 +397,23 @@ def results_of(config: ml_collections.ConfigDict, state: TrainState, test: dict,
   return results
 
 
+def summary(results: dict[str, Any], workdir: epath.Path) -> str:
+  """The lines a run ends with: test accuracy (against the oracle if known) and where to look."""
+  spread = lambda key: (f"{results[key]:.3f} ± {results[key + '_std']:.3f}"
+                        if key + "_std" in results else f"{results[key]:.3f}")
+  line = f"{results['model']} on {results['dataset']}: test accuracy {spread('test_accuracy')}"
+  if "oracle_accuracy" in results:
+    line += (f" (oracle {results['oracle_accuracy']:.3f}: "
+             f"{results['test_accuracy'] / results['oracle_accuracy']:.2f} x)")
+  line += f", AUC {spread('test_auc')}"
+  return f"{line}\nresults: {workdir / 'results.json'}\nreport:  {workdir / 'report.md'}"
+
+
 # ---------------------------------------------------------------------------- train_and_evaluate
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        splits: dict[str, data.Split] | None = None) -> dict[str, Any]:
-  """Trains (or resumes) in `workdir`, evaluates the best params, writes results.json.
+  """Trains (or resumes) in `workdir`, evaluates the best params, writes results and report.
 
   Args:
     config: see configs/acp.py.
@@ -378,7 +422,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       config.dataset in config.data_dir.
 
   Returns:
-    The results also written to `<workdir>/results.json`.
+    The results also written to `<workdir>/results.json`, with `retrieval` and
+    `models` (Table 4 rows) from the report (`<workdir>/report.md`, acp_jax/analysis.py).
   """
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -387,13 +432,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Mesh.
   mesh = make_mesh(config.batch_size)
 
-  # Input: standardised with training statistics; every split's items on every device.
+  # Input: what the model reads per item (acp_jax/inputs.py), standardised with
+  # training statistics; every split's items on every device.
   if splits is None:
     splits = data.load_splits(config.dataset, config.data_dir)
+  pairs.check_sampleable(splits["train"], "train")
+  splits = {name: inputs.prepare(split, config) for name, split in splits.items()}
   train_split = splits["train"]
-  pairs.check_sampleable(train_split, "train")
-  standardizers = (pairs.Standardizer.fit(train_split.images.features_NxD),
-                   pairs.Standardizer.fit(train_split.music.features_NxD))
+  standardizers = inputs.fit_standardizers(train_split, config)
   tables = {name: replicate(pairs.make_tables(split, *standardizers), mesh)
             for name, split in splits.items()}
   fixed = {name: replicate(fixed_pairs(split), mesh) for name, split in splits.items()}
@@ -401,14 +447,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # Model and state.
   model = models.create_model(config)
-  tx = optax.adam(config.learning_rate)
-  init = make_init(config, model, tx, train_split.images.features_NxD.shape[1],
-                   train_split.music.features_NxD.shape[1])
+  tx = make_optimizer(config)
+  init = make_init(config, model, tx, train_split.images.features_NxD.shape[1:],
+                   train_split.music.features_NxD.shape[1:])
   state, abstract_state = create_state(init, mesh)
 
   # Update step and evaluation; the step compiled ahead so the loop's time is training.
   train_chunk = make_train_chunk(config, model, tx, mesh).lower(state, tables["train"]).compile()
-  evaluate = make_evaluate(model)
+  evaluate = make_evaluate(model, config.batch_size)
   record_eval = make_record_eval(config, evaluate)
 
   # Checkpoint: resume from the latest one if there is one.
@@ -453,10 +499,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     log.close()
 
   # Results: every seed's best params on the fixed test pairs.
-  test = jax.device_get(evaluate(state.best_params, tables["test"], fixed["test"]))
+  test = jax.device_get(evaluate(state.best_params, tables["test"], fixed["test"],
+                                 state.best_batch_stats))
   pairs_per_second = ((step - start_step) * config.batch_size * config.num_seeds / train_seconds
                       if step > start_step else None)
   results = results_of(config, state, test, splits["test"], pairs_per_second)
   if jax.process_index() == 0:
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    # Report: rewrites results.json with retrieval added (the plain one stays if it fails).
+    best_variables = {"params": state.best_params, "batch_stats": state.best_batch_stats}
+    results = analysis.report_training_run(config, workdir, results, model, best_variables,
+                                           state.best_val_accuracy_S, splits["test"],
+                                           standardizers)
+    print(summary(results, workdir))
   return results

@@ -95,7 +95,7 @@ def bench_batch(config, batch_size: int, tables_host, image_labels_N, music_labe
   config.steps_per_dispatch = max(1, config.steps_per_dispatch * 256 // batch_size)
   mesh = train.make_mesh(batch_size)
   model = models.create_model(config)
-  tx = optax.adam(config.learning_rate)
+  tx = train.make_optimizer(config)
   init = train.make_init(config, model, tx, IMAGE_DIM, MUSIC_DIM)
 
   # Real: on-device sampling, several steps per dispatch, donated state.

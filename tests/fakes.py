@@ -1,8 +1,9 @@
-"""Fake IMAC splits with a known class signal, a tiny config, and a driver that trains.
+"""Fake IMAC splits with a known class signal, tiny configs, and a driver that trains.
 
 Every item has a hidden cue class; its features are the cue's mean plus Gaussian
 noise, and its label is the cue except for a `label_noise` fraction relabelled at
 random (as in the synthetic corpus), so the oracle accuracy is known and below 1.
+`with_media` adds pixels and waveforms that show the cue too (for the baselines).
 
 As a script, trains on fake splits in a fresh process (for the kill/resume,
 multi-device and multi-process tests):
@@ -10,6 +11,7 @@ multi-device and multi-process tests):
   python tests/fakes.py CONFIG_JSON WORKDIR
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -23,6 +25,8 @@ import numpy as np
 from acp_jax import data
 from acp_jax import labels
 from configs import acp
+from configs import l3net
+from configs import spectrogram_acp
 
 IMAGE_DIM = 2048
 MUSIC_DIM = 193
@@ -87,6 +91,29 @@ def make_splits(seed: int = 0, *, signal: float = 0.3, label_noise: float = 0.1,
   return splits
 
 
+def with_media(splits: dict[str, data.Split], seed: int = 0, *, image_side: int = 16,
+               seconds: float = 1.0) -> dict[str, data.Split]:
+  """The splits with uint8 pixels of the cue's colour and int16 tones of the cue's pitch."""
+  rng = np.random.default_rng(seed)
+  colour_Cx3 = np.array([[200, 60, 60], [60, 200, 60], [60, 60, 200]], np.float32)
+  pitch_C = np.array([220.0, 660.0, 1980.0])
+  time_T = np.arange(round(seconds * 22050)) / 22050
+  out = {}
+  for name, split in splits.items():
+    image_cue_N, music_cue_M = split.images.cues_N, split.music.cues_N
+    pixels = colour_Cx3[image_cue_N][:, None, None] + rng.normal(
+        0, 40, (len(image_cue_N), image_side, image_side, 3))
+    tones = 0.3 * np.sin(2 * np.pi * pitch_C[music_cue_M][:, None] * time_T) + rng.normal(
+        0, 0.05, (len(music_cue_M), len(time_T)))
+    out[name] = dataclasses.replace(
+        split,
+        images=dataclasses.replace(split.images,
+                                   pixels_NxHxWx3=np.clip(pixels, 0, 255).astype(np.uint8)),
+        music=dataclasses.replace(split.music,
+                                  waveforms_NxT=np.round(tones * 32767).astype(np.int16)))
+  return out
+
+
 def small_config(**overrides) -> ml_collections.ConfigDict:
   """The synthetic config shrunk to a few seconds: tiny widths, ~20 steps, frequent events."""
   config = acp.get_config("synthetic")
@@ -100,6 +127,26 @@ def small_config(**overrides) -> ml_collections.ConfigDict:
   config.log_every_steps = 4
   config.eval_every_epochs = 0.25       # every 6 steps
   config.checkpoint_every_epochs = 0.5  # every 12 steps
+  config.update(overrides)
+  return config
+
+
+def small_media_config(model: str, **overrides) -> ml_collections.ConfigDict:
+  """A baseline's synthetic config shrunk as `small_config`: 8x8 images, 8 bands, 2 conv blocks."""
+  config = {"l3net": l3net, "spectrogram_acp": spectrogram_acp}[model].get_config("synthetic")
+  shrunk = small_config()
+  for key in ("batch_size", "num_epochs", "num_seeds", "steps_per_dispatch", "log_every_steps",
+              "eval_every_epochs", "checkpoint_every_epochs"):
+    config[key] = shrunk[key]
+  config.spectrogram.num_mel_bins = 8
+  config.music_channels = (4, 8)
+  if model == "l3net":
+    config.image_channels = (4, 8)
+    config.image_size = 8                 # resized from with_media's 16x16
+  else:
+    config.image_widths = (32, 8)
+    config.music_widths = (8,)
+    config.fusion_widths = (16, 8, 8)
   config.update(overrides)
   return config
 

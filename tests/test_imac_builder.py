@@ -10,6 +10,7 @@ import soundfile as sf
 import tensorflow_datasets as tfds
 
 from acp_jax import data
+from acp_jax.features import media
 from tfds_imac import synthetic
 from tfds_imac.imac import imac_dataset_builder as imac
 
@@ -99,7 +100,7 @@ def test_bad_input_is_counted_and_never_aborts(tmp_path):
   assert not (songs[0] & songs[1] or songs[0] & songs[2] or songs[1] & songs[2])
 
 
-def test_synthetic_records_oracle_and_media(tmp_path):
+def test_synthetic_records_oracle_and_media(tmp_path, monkeypatch):
   cfg = _config(media=True, synthetic=synthetic.CorpusConfig(num_images=45, num_songs=24,
                                                              song_seconds=4.5, seed=1))
   builder = _build(tmp_path, None, cfg)
@@ -113,8 +114,25 @@ def test_synthetic_records_oracle_and_media(tmp_path):
     waves += ex["music"]["waveform"].size > 0
     if ex["image"]["pixels"].size:
       assert ex["image"]["pixels"].shape == (224, 224, 3)
-  counts = builder.info.metadata["counts"]["train"]
-  assert (pixels, waves) == (counts["images"], counts["music_segments"])
+  counts = builder.info.metadata["counts"]
+  assert (pixels, waves) == (counts["train"]["images"], counts["train"]["music_segments"])
+
+  # load_splits gives every item the media stored on its first pair.
+  monkeypatch.setattr(data.tfds, "builder", lambda name, data_dir=None: builder)
+  splits = data.load_splits("imac/tiny_media")
+  for name, split in splits.items():
+    assert split.images.pixels_NxHxWx3.shape == (counts[name]["images"], 224, 224, 3)
+    assert split.images.pixels_NxHxWx3.dtype == np.uint8
+    assert split.music.waveforms_NxT.shape == (counts[name]["music_segments"], 2 * 22050)
+    assert split.music.waveforms_NxT.dtype == np.int16
+    assert np.abs(split.music.waveforms_NxT).max(axis=1).min() > 0  # no empty placeholder kept
+    assert len(split.pairs.labels_P) == counts[name]["pairs"]
+  image_id = splits["test"].images.ids[0]
+  emotion, stem = image_id.split("/")
+  path, = (tmp_path / "tfds" / "downloads").glob(
+      f"imac_synthetic_corpus_*/images/{emotion}/{stem}.*")
+  np.testing.assert_array_equal(splits["test"].images.pixels_NxHxWx3[0],
+                                media.load_image(path, 224, 32)[0])
 
 
 def test_real_config_without_manual_data_fails_at_once(tmp_path):

@@ -1,4 +1,4 @@
-"""ACP-Net: the paper's layer counts and sizes, tower/fusion methods, dropout, the factory."""
+"""ACP-Net and the baselines: layer counts and sizes, tower/fusion methods, dropout, BatchNorm."""
 
 import flax.linen as nn
 import jax
@@ -6,8 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from acp_jax import inputs
 from acp_jax import models
 from configs import acp
+from configs import l3net
+from configs import spectrogram_acp
 
 
 def _init(config, batch=3):
@@ -70,10 +73,72 @@ def test_dense_is_nn_dense_transposed():
   assert big.std() == pytest.approx((1 / 2048) ** 0.5, rel=0.05)
 
 
+def _init_media(config, batch=3, frames=21):
+  """A baseline with its media inputs: uint8 pixels or features, and log-spectrograms."""
+  model = models.create_model(config)
+  if inputs.INPUTS[config.model][0] == "pixels":
+    image = jax.random.randint(jax.random.key(1), (batch, 32, 32, 3), 0, 256).astype(jnp.uint8)
+  else:
+    image = jax.random.normal(jax.random.key(1), (batch, 2048))
+  music_BxTxF = jax.random.normal(jax.random.key(2), (batch, frames,
+                                                      config.spectrogram.num_mel_bins))
+  return model, model.init(jax.random.key(0), image, music_BxTxF), image, music_BxTxF
+
+
+def test_l3_net_architecture():
+  model, variables, pixels, music_BxTxF = _init_media(l3net.get_config())
+  params = variables["params"]
+  for tower, in_channels in (("image_tower", 3), ("music_tower", 1)):
+    convs = [layer["kernel"].shape for name, layer in params[tower].items()
+             if name.startswith("Conv")]
+    # 4 blocks of 2 conv3x3 (each with BatchNorm), 64/128/256/512 channels.
+    assert convs[0] == (3, 3, in_channels, 64) and len(convs) == 8
+    assert [shape[-1] for shape in convs] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert len(variables["batch_stats"][tower]) == 8
+  assert params["fusion"]["Dense_0"]["kernel"].shape == (128, 1024)  # concat of two 512-d
+  assert params["logits"]["kernel"].shape == (2, 128)
+  assert model.apply(variables, pixels, music_BxTxF).shape == (3, 2)
+
+
+def test_spectrogram_acp_architecture():
+  model, variables, features, music_BxTxF = _init_media(spectrogram_acp.get_config())
+  params, acp_params = variables["params"], _init(acp.get_config())[1]["params"]
+  # ACP-Net's image tower and head; the music tower is conv blocks then FC to 1024.
+  for name in ("image_tower", "fusion", "logits"):
+    assert (jax.tree.map(jnp.shape, params[name]) == jax.tree.map(jnp.shape, acp_params[name]))
+  assert params["music_tower"]["FullyConnected_0"]["Dense_0"]["kernel"].shape == (1024, 512)
+  assert "image_tower" not in variables["batch_stats"]
+  assert model.apply(variables, features, music_BxTxF).shape == (3, 2)
+
+
+@pytest.mark.parametrize("get_config", [l3net.get_config, spectrogram_acp.get_config])
+def test_baseline_methods_compose_and_batch_norm_trains(get_config):
+  config = get_config("synthetic")
+  model, variables, image, music_BxTxF = _init_media(config, batch=4)
+  image_BxE = model.apply(variables, image, method="embed_image")
+  music_BxE = model.apply(variables, music_BxTxF, method="embed_music")
+  assert image_BxE.shape == music_BxE.shape
+  np.testing.assert_allclose(model.apply(variables, image_BxE, music_BxE, method="fuse"),
+                             model.apply(variables, image, music_BxTxF), rtol=1e-5, atol=1e-6)
+  # Items embed alike alone or in a batch: evaluation uses the running statistics.
+  np.testing.assert_allclose(model.apply(variables, music_BxTxF[:1], method="embed_music"),
+                             music_BxE[:1], rtol=1e-5, atol=1e-5)
+  # Training normalises with the batch's statistics and updates the running ones.
+  _, updated = model.apply(variables, image, music_BxTxF, train=True,
+                           rngs={"dropout": jax.random.key(0)}, mutable=["batch_stats"])
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, b), updated["batch_stats"],
+                         variables["batch_stats"])
+  assert all(jax.tree.leaves(changed))
+
+
+def test_every_model_says_what_it_reads():
+  assert set(inputs.INPUTS) == set(models.MODELS)
+
+
 def test_factory_errors():
   config = acp.get_config()
-  config.model = "l3net"
-  with pytest.raises(ValueError, match="unknown config.model 'l3net'"):
+  config.model = "vggish"
+  with pytest.raises(ValueError, match="unknown config.model 'vggish'"):
     models.create_model(config)
   config = acp.get_config()
   config.music_widths = (256, 512)

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+from etils import epath
 import jax
 import numpy as np
 import pytest
@@ -138,3 +139,13 @@ def test_no_recompiles_as_training_goes_on(tmp_path, splits):
     counts.append(len(lowerings))
   # Three times the steps, evaluations and checkpoints, the same compilations.
   assert counts[1] == counts[2], counts
+
+
+def test_summary_gives_the_ratio_to_the_oracle_and_the_paths():
+  results = {"model": "acp", "dataset": "imac/synthetic", "test_accuracy": 0.8,
+             "test_accuracy_std": 0.01, "test_auc": 0.9, "oracle_accuracy": 0.9}
+  text = train.summary(results, epath.Path("/runs/a"))
+  assert "test accuracy 0.800 ± 0.010 (oracle 0.900: 0.89 x)" in text
+  assert "/runs/a/results.json" in text and "/runs/a/report.md" in text
+  del results["oracle_accuracy"]
+  assert "oracle" not in train.summary(results, epath.Path("/runs/a"))

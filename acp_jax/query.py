@@ -1,0 +1,166 @@
+"""Query by example: an audio or image file ranked against a dataset's other modality.
+
+`run(config, workdir)` is the retrieve job of launch.py (configs/retrieve.py). The
+query's features are computed as the dataset builder computed the dataset's: music
+descriptors with the descriptor config the builder recorded in the dataset's
+metadata; an image loaded and resized as the builder does, through Inception-V3 with
+the weights (or random-init seed) it recorded. The run's training statistics then
+standardise them, and the model's towers and fusion head score them against every
+item of the other modality in the chosen splits.
+"""
+
+import json
+import re
+
+from etils import epath
+import jax
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from acp_jax import data
+from acp_jax import inference
+from acp_jax import inputs
+from acp_jax import labels
+from acp_jax.features import inception
+from acp_jax.features import media
+from acp_jax.features import music
+from tfds_imac.imac import corpus
+
+SPLITS = ("train", "validation", "test")
+# How the builder records random-init Inception weights (imac_dataset_builder.py).
+_RANDOM_WEIGHTS = re.compile(r"random\(seed=(\d+)\)")
+
+
+def _image_embedder(recorded: str, weights_file: str | None) -> inception.ImageEmbedder:
+  """The Inception-V3 the dataset's image features came from, per its metadata."""
+  if recorded == "imagenet":
+    if not weights_file or not epath.Path(weights_file).exists():
+      raise FileNotFoundError(
+          "the dataset's image features come from the Keras ImageNet weights of Inception-V3; "
+          "pass the file it was built with: --config.inception_weights=<manual_dir>/"
+          "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    variables = inception.load_keras_weights(weights_file)
+  elif match := _RANDOM_WEIGHTS.fullmatch(recorded):
+    variables = inception.random_variables(int(match.group(1)))
+  else:
+    raise ValueError(f"the dataset's metadata names unknown Inception weights {recorded!r}; "
+                     "rebuild the dataset")
+  # One image: a batch of one per device, not the builder's 64.
+  return inception.ImageEmbedder(variables, batch_size=jax.device_count())
+
+
+def query_modality(path: epath.PathLike) -> str:
+  """'music' or 'image' by the file's extension; raises if it is missing or of another type."""
+  path = epath.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"query file {path} does not exist")
+  suffix = path.suffix.lower()
+  if suffix in corpus.AUDIO_EXTENSIONS:
+    return "music"
+  if suffix in corpus.IMAGE_EXTENSIONS:
+    return "image"
+  raise ValueError(
+      f"{path}: unsupported file type {suffix or '(no extension)'!r}; a query is an image "
+      f"({' '.join(sorted(corpus.IMAGE_EXTENSIONS))}) or audio "
+      f"({' '.join(sorted(corpus.AUDIO_EXTENSIONS))})")
+
+
+def query_features(path: epath.PathLike, builder: tfds.core.DatasetBuilder,
+                   inception_weights: str | None) -> tuple[str, np.ndarray]:
+  """('music', S x 193 descriptors of the file's segments) or ('image', 1 x 2048).
+
+  Raises FileNotFoundError for a missing file and ValueError for one of another type
+  or one that cannot be decoded (with the reason).
+  """
+  modality, path, metadata = query_modality(path), epath.Path(path), builder.info.metadata
+  if modality == "music":
+    try:
+      return modality, music.song_descriptors(path,
+                                              music.DescriptorConfig(**metadata["descriptor"]))
+    except music.AudioError as e:
+      raise ValueError(f"cannot use {path} as a music query: {e}") from e
+  cfg = builder.builder_config
+  pixels_HxWx3, reason = media.load_image(path, cfg.image_size, cfg.min_image_side)
+  if reason:
+    raise ValueError(f"cannot use {path} as an image query: {reason}")
+  embedder = _image_embedder(metadata["inception_weights"], inception_weights)
+  return modality, embedder(pixels_HxWx3[None])
+
+
+def _pool(splits: dict[str, data.Split], names: tuple[str, ...], modality: str,
+          model: inference.Model) -> tuple[list[dict], np.ndarray]:
+  """The searched items of one modality (id, split, class, emotion) and their embeddings."""
+  items, embeddings = [], []
+  for name in names:
+    image_NxE, music_MxE = model.embed(splits[name])
+    side = splits[name].images if modality == "image" else splits[name].music
+    embeddings.append(image_NxE if modality == "image" else music_MxE)
+    for i, item_id in enumerate(side.ids):
+      item = {"id": item_id, "split": name, "class": labels.CLASSES[side.labels_N[i]]}
+      if side.emotions_N is not None:
+        item["emotion"] = labels.EMOTIONS[side.emotions_N[i]]
+      items.append(item)
+  return items, np.concatenate(embeddings)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The retrieve job: prints the query's top matches and writes `<workdir>/matches.json`.
+
+  A music query of several segments scores each segment against each image and ranks
+  the images by the mean log-odds over its segments.
+
+  Returns:
+    {'query', 'modality', 'segments', 'dataset', 'splits', 'pool_size', 'model',
+     'matches': [{'rank', 'id', 'split', 'class', 'emotion' (images), 'score'}]}.
+  """
+  for field in ("checkpoint_dir", "query"):
+    if not config[field]:
+      raise ValueError(f"set --config.{field} (see configs/retrieve.py)")
+  names = SPLITS if config.split == "all" else (config.split,)
+  if not set(names) <= set(SPLITS):
+    raise ValueError(f"config.split must be one of {SPLITS} or 'all', got {config.split!r}")
+  query_modality(config.query)  # a missing or unsupported file fails before the restore
+  model, splits = inference.from_run(config.checkpoint_dir, dataset=config.dataset,
+                                     data_dir=config.data_dir, seed=config.seed_index)
+  if inputs.INPUTS[model.config.model] != ("features", "features"):
+    raise ValueError(f"{config.checkpoint_dir} is a {model.config.model!r} run, which reads "
+                     "media; queries by file are for models on the dataset's features "
+                     "(configs/acp.py)")
+  dataset, data_dir = model.config.dataset, config.data_dir or model.config.data_dir
+  modality, features_SxD = query_features(config.query, tfds.builder(dataset, data_dir=data_dir),
+                                          config.inception_weights)
+
+  if modality == "music":
+    query_SxE = model.embed_rows(model.music_standardizer(features_SxD), "embed_music")
+    items, pool_NxE = _pool(splits, names, "image", model)
+    score_N = model.scores(query_SxE, pool_NxE, config.score_block).mean(axis=0)
+  else:
+    query_1xE = model.embed_rows(model.image_standardizer(features_SxD), "embed_image")
+    items, pool_NxE = _pool(splits, names, "music", model)
+    score_N = model.scores(pool_NxE, query_1xE, config.score_block)[:, 0]
+
+  top = np.argsort(-score_N, kind="stable")[:config.top_k]
+  matches = [{"rank": r + 1, **items[i], "score": float(score_N[i])} for r, i in enumerate(top)]
+  result = {"query": str(config.query), "modality": modality, "segments": len(features_SxD),
+            "dataset": dataset, "splits": list(names), "pool_size": len(items),
+            "model": f"{config.checkpoint_dir}, {model.description}", "matches": matches}
+  print(_table(result))
+  out = epath.Path(workdir)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "matches.json").write_text(json.dumps(result, indent=2) + "\n")
+  return result
+
+
+def _table(result: dict) -> str:
+  other = "images" if result["modality"] == "music" else "music segments"
+  segments = (f", {result['segments']} segment(s), log-odds averaged over them"
+              if result["modality"] == "music" else "")
+  lines = [f"Query: {result['query']} ({result['modality']}{segments})",
+           f"Top {len(result['matches'])} of {result['pool_size']} {other} in {result['dataset']} "
+           f"({'+'.join(result['splits'])}) by match log-odds; model: {result['model']}",
+           f"{'rank':>4}  {'score':>8}  {'class':<9} {'emotion':<12} {'split':<11} id"]
+  for m in result["matches"]:
+    lines.append(f"{m['rank']:>4}  {m['score']:>8.3f}  {m['class']:<9} {m.get('emotion', '-'):<12} "
+                 f"{m['split']:<11} {m['id']}")
+  return "\n".join(lines)
