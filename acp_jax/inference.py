@@ -32,14 +32,11 @@ def apply(module: nn.Module, variables: dict, x_NxD: jax.Array, method: str) -> 
 
 @functools.cache
 def _pair_log_odds(module: nn.Module) -> Callable[..., jax.Array]:
-  """`(variables, music_BxH, image_BxH) -> B` log-odds, one function (and program) per module.
-
-  H is the fusion input projection if the module has one (ACP-Net), else the embedding.
-  """
-  method = "fuse_projected" if hasattr(module, "fuse_projected") else "fuse"
+  """`(variables, music_BxH, image_BxH) -> B` log-odds of projected embeddings (H), one
+  function (and compiled program) per module."""
 
   def log_odds(variables: dict, music_BxH: jax.Array, image_BxH: jax.Array) -> jax.Array:
-    logits_Bx2 = module.apply(variables, image_BxH, music_BxH, method=method)
+    logits_Bx2 = module.apply(variables, image_BxH, music_BxH, method="fuse_projected")
     return logits_Bx2[:, 1] - logits_Bx2[:, 0]
 
   return log_odds
@@ -49,14 +46,13 @@ def match_scores(module: nn.Module, variables: dict, music_MxE: np.ndarray,
                  image_NxE: np.ndarray, block: int) -> np.ndarray:
   """score_MxN, the match log-odds of every (music, image) pair of tower embeddings.
 
-  With ACP-Net each embedding is projected through its half of the fusion head's first
-  layer once; only the rest of the head runs per pair (`block` pairs per call).
+  Each embedding is projected through its half of the fusion head's first layer once;
+  only the rest of the head runs per pair (`block` pairs per call).
   """
-  if hasattr(module, "fuse_projected"):
-    music_MxE = apply(module, variables, music_MxE, "project_music")
-    image_NxE = apply(module, variables, image_NxE, "project_image")
+  music_MxH = apply(module, variables, music_MxE, "project_music")
+  image_NxH = apply(module, variables, image_NxE, "project_image")
   score_fn = jax.tree_util.Partial(_pair_log_odds(module), variables)
-  return np.asarray(retrieval.score_matrix(score_fn, music_MxE, image_NxE, block))
+  return np.asarray(retrieval.score_matrix(score_fn, music_MxH, image_NxH, block))
 
 
 @dataclasses.dataclass(frozen=True)
