@@ -108,8 +108,8 @@ def write_corpus(root: epath.PathLike, cfg: CorpusConfig) -> None:
 def _write_image(root: epath.Path, cfg: CorpusConfig, i: int, cue: int, label: int) -> str:
   """Writes image `i` into its label's emotion folder and returns its item id."""
   rng = np.random.default_rng((cfg.seed, 0, i))  # one stream per item: any order, same bytes
-  item_id = f"{rng.choice(_CLASS_EMOTIONS[label])}/img_{i:05d}"
-  path = root / "images" / f"{item_id}.jpg"
+  item_id = f"{rng.choice(_CLASS_EMOTIONS[label])}/img_{i:05d}.jpg"
+  path = root / "images" / item_id
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_bytes(_encode_jpeg(_image(rng, _LOOKS[cue])))
   return item_id

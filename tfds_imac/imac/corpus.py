@@ -16,13 +16,13 @@ from etils import epath
 from acp_jax import labels
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".m4a"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac"})
 CSV_COLUMNS = ("song_id", "artist", "title", "pos_score", "neu_score", "neg_score")
 
 
 @dataclasses.dataclass(frozen=True)
 class Image:
-  id: str          # "<emotion>/<name without extension>"
+  id: str          # "<emotion>/<file name with extension>": unique, `a.jpg` and `a.png` are two
   path: epath.Path
   emotion: int     # index into labels.EMOTIONS
   label: int       # index into labels.CLASSES
@@ -67,7 +67,7 @@ def read_cues(root: epath.Path) -> dict[tuple[str, str], int]:
 
 
 def scan_images(root: epath.Path, cues: dict, log: SkipLog) -> list[Image]:
-  """Images under `root/images/<emotion>/`, sorted by id."""
+  """Images under `root/images/<emotion>/`, sorted by id (`<emotion>/<file name>`)."""
   images_dir = root / "images"
   if not images_dir.is_dir():
     raise FileNotFoundError(f"{images_dir} is missing: put the Image Emotion folders there "
@@ -83,11 +83,11 @@ def scan_images(root: epath.Path, cues: dict, log: SkipLog) -> list[Image]:
         log.skip("image", f"{folder.name}/{path.name}", "unknown emotion folder")
       continue
     for path in sorted(folder.iterdir()):
-      item = f"{emotion}/{path.stem}"
+      item = f"{emotion}/{path.name}"
       if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        log.skip("image", f"{emotion}/{path.name}", "not an image file")
-      elif item in found:
-        log.skip("image", f"{emotion}/{path.name}", "duplicate image id")
+        log.skip("image", f"{folder.name}/{path.name}", "not an image file")
+      elif item in found:  # emotion folders whose names differ only in case: Awe/, awe/
+        log.skip("image", f"{folder.name}/{path.name}", "duplicate image id")
       else:
         found[item] = Image(item, path, labels.EMOTIONS.index(emotion),
                             labels.EMOTION_TO_CLASS[emotion], cues.get(("image", item), -1))
@@ -111,7 +111,7 @@ def scan_songs(root: epath.Path, cues: dict, log: SkipLog) -> list[Song]:
     if not path.exists():
       raise FileNotFoundError(f"{path} is missing: see the IMAC manual-download instructions "
                               "(music.csv with song_id,artist,title,pos_score,neu_score,neg_score; "
-                              "music/<song_id>.wav|flac|mp3|ogg|m4a).")
+                              "music/<song_id>.wav|flac|mp3|ogg|m4a|aac).")
   song_labels: dict[str, int] = {}
   with csv_path.open() as f:
     reader = csv.DictReader(f)
