@@ -21,7 +21,7 @@ import itertools
 import os
 import tempfile
 
-import audioread
+import av
 import librosa
 import numpy as np
 import scipy.ndimage
@@ -117,8 +117,9 @@ class AudioError(ValueError):
 def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
   """Decodes a file to float32 mono at `sample_rate` (channels averaged, resampled).
 
-  libsndfile reads wav/flac/ogg/mp3 and more; other containers (m4a, ...) go through
-  audioread, which needs ffmpeg or GStreamer installed. Raises AudioError with reason
+  libsndfile reads wav/flac/ogg/mp3; other formats (m4a/aac, ...) go through the
+  FFmpeg that the `av` package ships. Channels are averaged block by block as the file
+  decodes, so a long stereo song is held once, as mono. Raises AudioError with reason
   'unreadable', 'empty', 'truncated' or 'non-finite'.
   """
   try:
@@ -128,51 +129,65 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
                      "is readable.") from e
   if size == 0:
     raise AudioError("empty", f"{path} is an empty file; download it again.")
-  wave_TxC, file_rate = _decode(path)
-  if not len(wave_TxC):
+  y_T, file_rate = _decode(path)
+  if not len(y_T):
     raise AudioError("empty", f"{path} decodes to zero samples: it is empty or cut off "
                      "before its first audio block; download or re-encode it.")
-  if not np.isfinite(wave_TxC).all():
+  if not np.isfinite(y_T).all():
     raise AudioError("non-finite", f"{path} holds NaN/Inf samples; re-encode it from "
                      "the source.")
-  y_T = wave_TxC.mean(axis=1)
   if file_rate != sample_rate:
     y_T = librosa.resample(y_T, orig_sr=file_rate, target_sr=sample_rate)
-  return y_T.astype(np.float32)
+  return y_T.astype(np.float32, copy=False)
+
+
+_BLOCK_FRAMES = 1 << 16  # frames decoded per block before the channels are averaged
 
 
 def _decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-  """(samples T x C, rate) as the file stores them."""
+  """(mono samples T, rate) at the file's rate, through libsndfile where it can."""
   try:
     f = sf.SoundFile(path)
   except sf.SoundFileError:
-    return _decode_audioread(path)
+    return _decode_av(path)
   with f:
+    y_T = np.empty(f.frames, np.float32)
+    block_BxC = np.empty((min(_BLOCK_FRAMES, f.frames), f.channels), np.float32)
+    n = 0
     try:
-      wave_TxC = f.read(dtype="float32", always_2d=True)
+      while n < f.frames:
+        read_BxC = f.read(out=block_BxC[:f.frames - n])
+        if not len(read_BxC):
+          break
+        y_T[n:n + len(read_BxC)] = read_BxC.mean(axis=1)
+        n += len(read_BxC)
     except sf.SoundFileError as e:
       raise AudioError("truncated", f"{path} stops decoding part-way ({e}): it is cut "
                        "off or corrupt; download it again.") from e
   # libsndfile trims a WAV's length to the bytes present, so a cut-off WAV loads as a
   # shorter song; compressed formats declare their length and show the cut here.
-  if len(wave_TxC) < f.frames:
+  if n < f.frames:
     raise AudioError("truncated", f"{path} declares {f.frames} frames but decodes "
-                     f"{len(wave_TxC)}: it is cut off; download it again.")
-  return wave_TxC, f.samplerate
+                     f"{n}: it is cut off; download it again.")
+  return y_T, f.samplerate
 
 
-def _decode_audioread(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-  """Formats libsndfile lacks, through audioread's 16-bit PCM stream."""
+def _decode_av(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+  """Formats libsndfile lacks (m4a/aac, ...): the first audio stream, through FFmpeg."""
+  chunks = []
   try:
-    with audioread.audio_open(os.fspath(path)) as f:
-      pcm = b"".join(f)
-      channels, rate = f.channels, f.samplerate
-  except (audioread.DecodeError, OSError, EOFError) as e:
-    raise AudioError("unreadable", f"Cannot decode {path} ({type(e).__name__}: {e}). "
-                     "Convert it to FLAC or WAV, or install ffmpeg so that audioread can "
-                     "read it.") from e
-  wave_TxC = np.frombuffer(pcm, "<i2").reshape(-1, channels).astype(np.float32) / 32768
-  return wave_TxC, rate
+    with av.open(os.fspath(path)) as container:
+      stream = container.streams.audio[0]
+      to_float = av.AudioResampler(format="fltp")  # planar float32, same rate and layout
+      for frame in itertools.chain(container.decode(stream), [None]):
+        for out in to_float.resample(frame):
+          chunks.append(out.to_ndarray().mean(axis=0, dtype=np.float32))
+      rate = stream.codec_context.sample_rate
+  except (av.FFmpegError, IndexError, OSError) as e:
+    reason = "truncated" if chunks else "unreadable"
+    raise AudioError(reason, f"Cannot decode {path} ({type(e).__name__}: {e}); convert it "
+                     "to FLAC or WAV, or download it again.") from e
+  return np.concatenate(chunks) if chunks else np.zeros(0, np.float32), rate
 
 
 def segment(y_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
