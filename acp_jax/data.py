@@ -103,7 +103,7 @@ def not_prepared_message(name: str, data_dir: str | None) -> str:
   return (
       f"The dataset '{name}' is not prepared in {data_dir or '~/tensorflow_datasets'}.\n"
       "Prepare the real IMAC corpus (see tfds_imac/imac/README.md for the manual-dir layout):\n"
-      "  tfds build --imports tfds_imac imac --manual_dir=/path/to/imac_manual_dir\n"
+      "  tfds build --imports tfds_imac imac/features --manual_dir=/path/to/imac_manual_dir\n"
       "or run the demo on generated data, which needs no download:\n"
       "  python launch.py --config=configs/acp.py:synthetic --workdir=/tmp/acp_synthetic")
 

@@ -1,7 +1,9 @@
 r"""ACP-Net on IMAC (paper sections 3-4), and a laptop demo on the synthetic corpus.
 
-Paper setting, on the real IMAC features (prepare them first, see tfds_imac/imac/README.md):
+Paper setting, on the real IMAC features (assemble the manual dir described in
+tfds_imac/imac/README.md first):
 
+  tfds build --imports tfds_imac imac/features --manual_dir=/path/to/imac_manual_dir
   python launch.py --config=configs/acp.py --workdir=/tmp/acp_imac
 
   At most 50 epochs of ~60k training images at batch 256 (~11.7k steps), stopped

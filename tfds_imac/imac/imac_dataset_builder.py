@@ -37,14 +37,17 @@ Assemble the manual dir (default ~/tensorflow_datasets/downloads/manual/, or pas
   <manual_dir>/images/<emotion>/<any name>.<jpg|jpeg|png|...>
       the Image Emotion (FI) dataset in its own layout, emotion in
       {{{", ".join(labels.EMOTIONS)}}}
-  <manual_dir>/music/<song_id>.<wav|flac|mp3|ogg|m4a>
+  <manual_dir>/music/<song_id>.<wav|flac|mp3|ogg|m4a|aac>
   <manual_dir>/music.csv
       header: song_id,artist,title,pos_score,neu_score,neg_score
   <manual_dir>/{WEIGHTS_FILE}
-      Keras ImageNet weights of Inception-V3 (without them the image features come
-      from a seeded random-init network, with a warning).
+      Keras ImageNet weights of Inception-V3, from
+      {inception.WEIGHTS_URL}
+      Without them the build stops; to build with a seeded random-init network
+      instead, set IMAC_RANDOM_INCEPTION=1 (the dataset's metadata and every result
+      then say so).
 
-Then run: tfds build --imports tfds_imac imac
+Then run: tfds build --imports tfds_imac imac/features --manual_dir=<manual_dir>
 To try the project without IMAC: tfds build --imports tfds_imac imac/synthetic
 """
 
