@@ -18,9 +18,16 @@ _CORPUS = synthetic.CorpusConfig(num_images=30, num_songs=13, song_seconds=61.0,
 
 def test_tfds_build_imac_features_from_outside_the_repository(tmp_path):
   manual_dir, data_dir, cwd = tmp_path / "manual", tmp_path / "tfds", tmp_path / "elsewhere"
-  synthetic.write_corpus(manual_dir, _CORPUS)
   cwd.mkdir()
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  # The script imports the installed project: it must be this checkout, not another one.
+  where = "import importlib.util; print(importlib.util.find_spec('tfds_imac').origin)"
+  installed = subprocess.run([sys.executable, "-c", where], cwd=cwd, env=env,
+                             capture_output=True, text=True, check=True).stdout.strip()
+  assert installed == tfds_imac.__file__, (
+      f"The environment's installed tfds_imac is {installed}, not this checkout's "
+      f"{tfds_imac.__file__}: run `pip install -e {pathlib.Path(tfds_imac.__file__).parents[1]}`.")
+  synthetic.write_corpus(manual_dir, _CORPUS)
   env["IMAC_RANDOM_INCEPTION"] = "1"  # no ImageNet weights in a test: the explicit opt-in
   tfds_script = pathlib.Path(sys.executable).parent / "tfds"
   result = subprocess.run(
