@@ -144,6 +144,21 @@ def test_audio_formats_decode_to_mono_at_the_model_rate(tmp_path, suffix, rate, 
   assert amplitude == pytest.approx(0.5 if channels == 1 else 0.375, rel=0.07)
 
 
+@pytest.mark.parametrize("kind, reason", [
+    ("garbage m4a", "unreadable"), ("cut m4a", "unreadable"), ("cut aac", "truncated")])
+def test_broken_ffmpeg_files_raise_audio_error_with_reason(tmp_path, kind, reason):
+  suffix = kind.split()[1]
+  path = tmp_path / f"song.{suffix}"
+  if kind.startswith("garbage"):
+    path.write_bytes(b"not audio at all" * 64)
+  else:
+    _encode_av(path, _tone_TxC(2.0, 44100, 2), 44100, "aac", "adts" if suffix == "aac" else None)
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])  # m4a: its index is lost
+  with pytest.raises(music.AudioError) as e:
+    music.load_audio(path, SR)
+  assert e.value.reason == reason, str(e.value)
+
+
 def test_a_ten_minute_stereo_48k_song_is_held_once_as_mono(tmp_path):
   rate, seconds, path = 48000, 610, tmp_path / "long.wav"
   with sf.SoundFile(path, "w", rate, 2, subtype="PCM_16") as f:
