@@ -8,7 +8,7 @@ import sys
 
 import tensorflow_datasets as tfds
 
-import tfds_imac  # noqa: F401  (registers imac for tfds.load in this process)
+import tfds_imac  # registers imac for tfds.load in this process
 from tfds_imac import synthetic
 
 # One 60 s segment per song (imac/features cuts songs as the paper does); 13 songs put
