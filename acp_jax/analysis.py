@@ -15,7 +15,6 @@ coloured placeholders, and its title says so.
 """
 
 from collections.abc import Callable, Mapping
-import glob
 import json
 from typing import Any
 
@@ -34,7 +33,6 @@ from acp_jax import pairs
 from acp_jax import report
 from acp_jax import retrieval
 from acp_jax.features import media
-from tfds_imac.imac import corpus
 from tfds_imac.imac import imac_dataset_builder
 
 FIGURES_DIR = "figures"
@@ -61,20 +59,12 @@ def image_dir(options: ml_collections.ConfigDict, dataset: str,
 
 def _image_loader(images: data.Items,
                   root: epath.Path | None) -> Callable[[int], np.ndarray | None] | None:
-  """Image i's pixels: from a media config's split, else `root/images/<id>.<ext>`, else None."""
+  """Image i's pixels: from a media config's split, else the file `root/images/<id>`, else None."""
   if images.pixels_NxHxWx3 is not None:
     return lambda i: images.pixels_NxHxWx3[i]
   if root is None:
     return None
-
-  def load(i: int) -> np.ndarray | None:
-    for path in sorted(root.glob(f"images/{glob.escape(images.ids[i])}.*")):
-      if path.suffix.lower() in corpus.IMAGE_EXTENSIONS:
-        pixels, _ = media.load_image(path, _THUMBNAIL, 1)
-        return pixels
-    return None
-
-  return load
+  return lambda i: media.load_image(root / "images" / images.ids[i], _THUMBNAIL, 1)[0]
 
 
 def learning_curves(run_dir: epath.PathLike, out_dir: epath.PathLike) -> dict[str, epath.Path]:
