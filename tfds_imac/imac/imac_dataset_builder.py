@@ -28,6 +28,8 @@ from acp_jax.features import media
 from tfds_imac.imac import splits
 
 WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# Opt-in to random-init image features on the real corpus (value "1").
+RANDOM_INCEPTION_ENV = "IMAC_RANDOM_INCEPTION"
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 IMAC is published as image and song lists (https://gaurav22verma.github.io/IMAC_Dataset.html).
@@ -101,6 +103,38 @@ def _write_corpus_once(root: epath.Path, corpus_cfg: synthetic_corpus.CorpusConf
     partial.rmtree()
 
 
+def inception_weights(cfg: ImacConfig, manual_dir: epath.Path | None
+                      ) -> tuple[epath.Path | None, str]:
+  """(weights file or None for random init, the `inception_weights` metadata value).
+
+  A synthetic corpus always uses the seeded random-init network, so its features are
+  the same on every machine. The real corpus needs the ImageNet weights unless the
+  user opts in to random init.
+  """
+  random_init = (None, f"random(seed={cfg.inception_seed})")
+  if cfg.synthetic is not None:
+    return random_init
+  weights = manual_dir / WEIGHTS_FILE
+  if weights.exists():
+    return weights, "imagenet"
+  if os.environ.get(RANDOM_INCEPTION_ENV) == "1":
+    print(_RANDOM_NOTICE.format(env=RANDOM_INCEPTION_ENV, label=random_init[1]), flush=True)
+    return random_init
+  raise FileNotFoundError(
+      f"The Inception-V3 ImageNet weights are missing: put {WEIGHTS_FILE} (download it "
+      f"from {inception.WEIGHTS_URL}) at {weights}, then run the build again. To build "
+      f"with a seeded random-init network instead (features unlike the paper's; every "
+      f"result says so), set {RANDOM_INCEPTION_ENV}=1.")
+
+
+_RANDOM_NOTICE = """
+{bar}
+IMAC: {env}=1, image features come from a RANDOM-INIT Inception-V3,
+not the ImageNet weights: results on this dataset are not the paper's setting.
+The dataset metadata records inception_weights = "{label}".
+{bar}""".replace("{bar}", "!" * 78)
+
+
 def _item_features(dim: int) -> dict:
   return {
       "id": tfds.features.Text(),
@@ -113,11 +147,16 @@ def _item_features(dim: int) -> dict:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """IMAC correspondence pairs with Inception-V3 image and 193-d music features."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release: features and synthetic configs.",
       "1.1.0": "synthetic: 192 songs of one segment instead of 96 of two (a demo model "
                "overfitted 66 training songs).",
+      "2.0.0": "Image ids keep their file extension (`awe/a.jpg`). Fixed pairs by "
+               "rendezvous hashing of item ids: removing items changes only their pairs; "
+               "each split's pair list has a fingerprint in the metadata. The real corpus "
+               "needs the ImageNet weights (random init only by opt-in). The media "
+               "configs are item-level ArrayRecord datasets.",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
@@ -163,30 +202,34 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       raise AssertionError(f"IMAC needs a manual download.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     else:
       root = manual_dir
+    weights, weights_label = inception_weights(cfg, manual_dir)
 
     log = corpus.SkipLog()
     cues = corpus.read_cues(root)
     images = corpus.scan_images(root, cues, log)
     songs = corpus.scan_songs(root, cues, log)
-    weights = manual_dir / WEIGHTS_FILE if manual_dir is not None else None
     images, image_feats = self._embed_images(images, weights, log)
     segments, music_feats = self._describe_music(songs, log)
 
     split_of_image = [splits.assign_split(f"image:{im.id}") for im in images]
     split_of_song = {s.id: splits.assign_split(f"music:{s.id}") for s in songs}
-    examples, oracle, counts, flips = {}, {}, {}, 0
+    examples, oracle, counts, fingerprints, flips = {}, {}, {}, {}, 0
     for name in splits.SPLITS:
       img_idx = sorted((i for i, s in enumerate(split_of_image) if s == name),
-                       key=lambda i: splits.item_hash(images[i].id))
+                       key=lambda i: images[i].id)
       seg_idx = sorted((j for j, (song, _) in enumerate(segments) if split_of_song[song.id] == name),
-                       key=lambda j: splits.item_hash(segments[j][1]))
+                       key=lambda j: segments[j][1])
       if not img_idx or not seg_idx:
         raise ValueError(f"The {name} split has {len(img_idx)} images and {len(seg_idx)} music "
                          "segments; IMAC needs both in every split. Add more items.")
+      image_ids = [images[i].id for i in img_idx]
+      music_ids = [segments[j][1] for j in seg_idx]
       pair_img, pair_mus, pair_lab, n_flips = splits.make_pairs(
-          np.array([images[i].label for i in img_idx]),
-          np.array([segments[j][0].label for j in seg_idx]), seed_key=name)
+          image_ids, np.array([images[i].label for i in img_idx]),
+          music_ids, np.array([segments[j][0].label for j in seg_idx]))
       flips += n_flips
+      fingerprints[name] = splits.pair_fingerprint(
+          [image_ids[i] for i in pair_img], [music_ids[j] for j in pair_mus], pair_lab)
       img_cue = np.array([images[img_idx[i]].cue for i in pair_img])
       mus_cue = np.array([segments[seg_idx[j]][0].cue for j in pair_mus])
       if (img_cue >= 0).all() and (mus_cue >= 0).all():
@@ -203,8 +246,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         "oracle_accuracy": oracle,
         "counts": counts,
         "pair_label_flips": flips,
-        "inception_weights": "imagenet" if weights is not None and weights.exists()
-                             else f"random(seed={cfg.inception_seed})",
+        "pair_fingerprint": fingerprints,
+        "inception_weights": weights_label,
         "descriptor": dataclasses.asdict(cfg.descriptor),
     })
     print(log.summary())
@@ -217,11 +260,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     load_song = functools.lru_cache(maxsize=1)(
         lambda path: music.segment(music.load_audio(path, cfg.descriptor.sample_rate),
                                    cfg.descriptor))
-    # A pair may repeat; its position in the split's fixed pair list makes the key unique.
-    rows = list(enumerate(rows))
+    rows = list(rows)
     if cfg.media:
-      rows.sort(key=lambda row: row[1][2][0].id)
-    for k, (image, image_feat, (song, segment_id), music_feat, label) in rows:
+      rows.sort(key=lambda row: row[2][0].id)
+    for image, image_feat, (song, segment_id), music_feat, label in rows:
       example = {
           "image": {"id": image.id, "features": image_feat, "label": image.label,
                     "emotion": image.emotion, "cue": image.cue},
@@ -240,7 +282,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           seen_segments.add(segment_id)
           wave_T = load_song(song.path)[int(segment_id.rsplit("#", 1)[1])]
           example["music"]["waveform"] = np.round(np.clip(wave_T, -1, 1) * 32767).astype(np.int16)
-      yield f"{k:07d}|{image.id}|{segment_id}", example
+      yield f"{image.id}|{segment_id}", example  # unique: a split holds a pair once
 
   @staticmethod
   def _manual_dir(dl_manager) -> epath.Path | None:
@@ -252,9 +294,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _embed_images(self, images: list[corpus.Image], weights: epath.Path | None,
                     log: corpus.SkipLog) -> tuple[list[corpus.Image], np.ndarray]:
     cfg: ImacConfig = self.builder_config
-    if weights is None or not weights.exists():
-      weights = None
-    embedder = inception.ImageEmbedder.from_weights_file(weights, seed=cfg.inception_seed)
+    embedder = inception.ImageEmbedder(inception.load_keras_weights(weights) if weights
+                                       else inception.random_variables(cfg.inception_seed))
     kept, feats = [], []
     load = lambda im: media.load_image(im.path, cfg.image_size, cfg.min_image_side)
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
