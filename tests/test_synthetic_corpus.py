@@ -69,7 +69,7 @@ def test_layout_headers_and_media(root):
   images = sorted((root / "images").glob("*/*"))
   assert len(images) == CFG.num_images
   assert {p.parent.name for p in images} <= set(labels.EMOTIONS)
-  image_ids = {("image", f"{p.parent.name}/{p.stem}") for p in images}
+  image_ids = {("image", f"{p.parent.name}/{p.name}") for p in images}
   assert image_ids == {k for k in cues if k[0] == "image"}
   sizes = set()
   for path in images:
