@@ -2,10 +2,11 @@
 
   python -m bench.features [--seconds 120] [--images 64] [--json]
 
-Music: audio-seconds/s of `music.descriptor` (modes "exact" and "fast") against the
-literal per-window librosa recipe (`music.reference_descriptor`) on the paper's
-60 s / 10 s / 5 s setting, on recorded-like audio, on one pinned core (CPU affinity plus
-threadpoolctl) and in CPU seconds, so the figures are per core even on a loaded machine.
+Music: audio-seconds per CPU-second of `music.descriptor` (modes "exact" and "fast")
+against the literal per-window librosa recipe (`music.reference_descriptor`) on the
+paper's 60 s / 10 s / 5 s setting, on recorded-like audio, on one pinned core (CPU
+affinity plus threadpoolctl) and in CPU seconds, so the figures are per core even on a
+loaded machine.
 Images: images/s of the jitted Flax Inception-V3 against `keras.applications`.
 """
 
@@ -69,6 +70,7 @@ def _music(seconds: float, repeats: int) -> dict:
   fast = dataclasses.replace(exact, mode="fast")
   segments = music.segment(_recorded_like(seconds, exact.sample_rate), exact)
   audio_s = len(segments) * exact.segment_seconds
+
   def cpu_seconds(describe, cfg):
     return _best_time(lambda: [describe(s, cfg) for s in segments], repeats,
                       clock=time.process_time)
@@ -108,8 +110,8 @@ def main():
   m, i = result["music"], result["inception"]
   print(f"music descriptor, one core: exact {m['exact_audio_s_per_s']:.1f} audio-s/s "
         f"({m['exact_ratio']:.2f}x), fast {m['fast_audio_s_per_s']:.1f} audio-s/s "
-        f"({m['fast_ratio']:.2f}x), literal librosa {m['librosa_reference_audio_s_per_s']:.1f} "
-        "audio-s/s")
+        f"({m['fast_ratio']:.2f}x), literal librosa "
+        f"{m['librosa_reference_audio_s_per_s']:.1f} audio-s/s")
   print(f"inception: flax {i['flax_images_per_s']:.1f} images/s, keras "
         f"{i['keras_images_per_s']:.1f} images/s, ratio {i['ratio']:.2f}x")
 

@@ -1,4 +1,4 @@
-"""The 193-d music descriptor: segmentation, equality with the literal recipe, audio loading."""
+"""The 193-d music descriptor: segmentation, equality with the librosa recipe, loading."""
 
 import dataclasses
 import pathlib
