@@ -255,7 +255,7 @@ def descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
 
   cfg.mode "exact" (the default) is that. cfg.mode "fast" (opt-in) separates the
   harmonic part and runs the CQT once over the whole segment with one tuning, and
-  each window averages its span of those frames: about 1.3x faster overall, but
+  each window averages its span of those frames: 1.3-1.4x faster overall, but
   tonnetz then differs by up to a few percent (window edges see neighbouring audio
   instead of zero padding, and songs tuned near a third-of-a-semitone boundary, ~16
   cents off A440, get one tuning where the recipe flips between windows).
