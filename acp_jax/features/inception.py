@@ -48,12 +48,22 @@ class ConvBN(nn.Module):
   strides: tuple[int, int] = (1, 1)
   padding: str = "SAME"
   folded: bool = False
+  # Average-pool the input first (the pool branches, whose convolutions are 1x1).
+  pool_input: bool = False
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
-    x = nn.Conv(self.features, self.kernel_size, self.strides, padding=self.padding,
-                use_bias=self.folded, kernel_init=nn.initializers.glorot_uniform(),
-                name="conv")(x_BxHxWxC)
+    conv = nn.Conv(self.features, self.kernel_size, self.strides, padding=self.padding,
+                   use_bias=self.folded, kernel_init=nn.initializers.glorot_uniform(),
+                   name="conv")
+    if self.pool_input and self.folded:
+      # A 1x1 convolution with its bias commutes with the average pool (both linear,
+      # the pool's weights sum to 1), and its output has 4-11x fewer channels to pool.
+      x = _avg_pool(conv(x_BxHxWxC))
+    elif self.pool_input:
+      x = conv(_avg_pool(x_BxHxWxC))
+    else:
+      x = conv(x_BxHxWxC)
     if not self.folded:
       x = nn.BatchNorm(use_running_average=True, use_scale=False,
                        epsilon=BATCH_NORM_EPSILON, name="bn")(x)
@@ -63,16 +73,21 @@ class ConvBN(nn.Module):
 ConvBNFn = Callable[..., jax.Array]
 
 
-def _conv_bn(x: jax.Array, features: int, rows: int, cols: int,
-             strides: int = 1, padding: str = "SAME", *, folded: bool) -> jax.Array:
+def _conv_bn(x: jax.Array, features: int, rows: int, cols: int, strides: int = 1,
+             padding: str = "SAME", pool_input: bool = False, *, folded: bool) -> jax.Array:
   # Called inside InceptionV3's compact __call__, so every ConvBN is auto-named
   # ConvBN_<i> in call order; the call order below is Keras' construction order,
   # which is what lets load_keras_weights pair layers by position.
-  return ConvBN(features, (rows, cols), (strides, strides), padding, folded)(x)
+  return ConvBN(features, (rows, cols), (strides, strides), padding, folded, pool_input)(x)
 
 
-def _max_pool(x: jax.Array) -> jax.Array:
-  return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+def _max_pool(x_BxHxWxC: jax.Array) -> jax.Array:
+  """3x3 max pool, stride 2, no padding."""
+  # As the maximum of strided slices: one elementwise fusion, 2-7x faster on XLA:CPU
+  # than its reduce-window loop.
+  out_h, out_w = (x_BxHxWxC.shape[1] - 1) // 2, (x_BxHxWxC.shape[2] - 1) // 2
+  x = functools.reduce(jnp.maximum, [x_BxHxWxC[:, i:i + 2 * out_h - 1:2] for i in range(3)])
+  return functools.reduce(jnp.maximum, [x[:, :, j:j + 2 * out_w - 1:2] for j in range(3)])
 
 
 def _avg_pool(x: jax.Array) -> jax.Array:
@@ -88,7 +103,7 @@ def _mixed_35(conv_bn: ConvBNFn, x: jax.Array, pool_features: int) -> jax.Array:
   branch3x3dbl = conv_bn(x, 64, 1, 1)
   branch3x3dbl = conv_bn(branch3x3dbl, 96, 3, 3)
   branch3x3dbl = conv_bn(branch3x3dbl, 96, 3, 3)
-  branch_pool = conv_bn(_avg_pool(x), pool_features, 1, 1)
+  branch_pool = conv_bn(x, pool_features, 1, 1, pool_input=True)
   return jnp.concatenate([branch1x1, branch5x5, branch3x3dbl, branch_pool], axis=-1)
 
 
@@ -112,7 +127,7 @@ def _mixed_17(conv_bn: ConvBNFn, x: jax.Array, width: int) -> jax.Array:
   branch7x7dbl = conv_bn(branch7x7dbl, width, 1, 7)
   branch7x7dbl = conv_bn(branch7x7dbl, width, 7, 1)
   branch7x7dbl = conv_bn(branch7x7dbl, 192, 1, 7)
-  branch_pool = conv_bn(_avg_pool(x), 192, 1, 1)
+  branch_pool = conv_bn(x, 192, 1, 1, pool_input=True)
   return jnp.concatenate([branch1x1, branch7x7, branch7x7dbl, branch_pool], axis=-1)
 
 
@@ -137,7 +152,7 @@ def _mixed_8(conv_bn: ConvBNFn, x: jax.Array) -> jax.Array:
   branch3x3dbl = conv_bn(branch3x3dbl, 384, 3, 3)
   branch3x3dbl = jnp.concatenate(
       [conv_bn(branch3x3dbl, 384, 1, 3), conv_bn(branch3x3dbl, 384, 3, 1)], axis=-1)
-  branch_pool = conv_bn(_avg_pool(x), 192, 1, 1)
+  branch_pool = conv_bn(x, 192, 1, 1, pool_input=True)
   return jnp.concatenate([branch1x1, branch3x3, branch3x3dbl, branch_pool], axis=-1)
 
 
