@@ -41,7 +41,7 @@ class ConvBN(nn.Module):
   """Keras' `conv2d_bn`: bias-free convolution, batch norm without scale, ReLU.
 
   With `folded`, the batch norm is already folded into the kernel and a conv bias
-  (`fold_batch_norm`): one pass over the activations instead of two.
+  (`fold_batch_norm`), so no batch-norm arithmetic is left at run time.
   """
   features: int
   kernel_size: tuple[int, int]
@@ -339,9 +339,9 @@ def load_keras_weights(path: str | os.PathLike) -> dict:
   return {"params": params, "batch_stats": batch_stats}
 
 
-# XLA:CPU hands convolutions to YNNPACK by default, which runs Inception's (worst: the
-# stem's few-channel 3x3s at 1-4 GFLOP/s) well below XLA's own Eigen convolutions;
-# an empty YNNPACK fusion list sends them back to Eigen.
+# XLA:CPU hands convolutions to YNNPACK by default; on this network that ran 1.3-1.5x
+# slower end to end than XLA's own Eigen convolutions (profiles put the stem's 3x3
+# convolutions at a few GFLOP/s). An empty YNNPACK fusion list sends them to Eigen.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
