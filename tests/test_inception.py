@@ -174,6 +174,39 @@ def test_from_weights_file_without_weights_warns(path):
   assert embedder.batch_size == 1
 
 
+def test_fold_batch_norm_is_conv_then_batch_norm():
+  rng = np.random.default_rng(0)
+  x_2x9x9x5 = rng.standard_normal((2, 9, 9, 5)).astype(np.float32)
+  # 5 input and 4 output channels: a scale applied along the wrong kernel axis fails.
+  layer = {"conv": {"kernel": rng.standard_normal((3, 3, 5, 4)).astype(np.float32)},
+           "bn": {"bias": rng.uniform(-1, 1, 4).astype(np.float32)}}
+  stats = {"bn": {"mean": rng.uniform(-1, 1, 4).astype(np.float32),
+                  "var": rng.uniform(1e-3, 2, 4).astype(np.float32)}}
+  folded = inception.fold_batch_norm({"params": {"ConvBN_0": layer},
+                                      "batch_stats": {"ConvBN_0": stats}})
+  expected = inception.ConvBN(4, (3, 3)).apply({"params": layer, "batch_stats": stats},
+                                               x_2x9x9x5)
+  got = inception.ConvBN(4, (3, 3), folded=True).apply(
+      {"params": folded["params"]["ConvBN_0"]}, x_2x9x9x5)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_convolutions_leave_ynnpack():
+  """The CPU option still applies: without it, convolutions go to YNNPACK."""
+  def compiled_conv(**jit_kwargs) -> str:
+    # A new function each time: jit's cache would hand back the first compilation.
+    conv = lambda x, k: jax.lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))  # as nn.Conv
+    shapes = (jax.ShapeDtypeStruct((1, 8, 8, 4), np.float32),
+              jax.ShapeDtypeStruct((3, 3, 4, 32), np.float32))
+    return jax.jit(conv, **jit_kwargs).lower(*shapes).compile().as_text()
+
+  assert "ynn_fusion" in compiled_conv(), (
+      "XLA:CPU no longer sends convolutions to YNNPACK: measure whether "
+      "CPU_COMPILER_OPTIONS is still worth keeping (bench/features.py).")
+  assert "ynn_fusion" not in compiled_conv(compiler_options=inception.CPU_COMPILER_OPTIONS)
+
+
 def test_preprocess_is_keras_scaling():
   pixels = np.array([0, 127.5, 255], np.float32).reshape(1, 1, 3, 1)
   np.testing.assert_allclose(inception.preprocess(pixels).ravel(), [-1, 0, 1])
