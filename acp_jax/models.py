@@ -202,14 +202,15 @@ class ACPNet(TwoTowers):
 
 
 class ProjectionHead(nn.Module):
-  """Dense layers with ReLU between them, then L2 normalisation onto the unit sphere."""
+  """Dense layers with ReLU and dropout between them, then L2 normalisation onto the unit sphere."""
   widths: Sequence[int]
+  dropout_rate: float
 
   @nn.compact
-  def __call__(self, x_BxE: jax.Array) -> jax.Array:
+  def __call__(self, x_BxE: jax.Array, *, train: bool = False) -> jax.Array:
     for i, width in enumerate(self.widths):
       if i:
-        x_BxE = nn.relu(x_BxE)
+        x_BxE = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x_BxE))
       x_BxE = Dense(width)(x_BxE)
     return x_BxE / jnp.maximum(jnp.linalg.norm(x_BxE, axis=-1, keepdims=True), 1e-12)
 
@@ -231,35 +232,37 @@ class EmbeddingNet(TwoTowers):
 
   Attributes (besides `TwoTowers`'):
     projection_widths: the heads' widths; the last is the size of the shared space.
+    projection_dropout_rate: drop probability after each hidden layer of the heads.
     logit_scale_init: None, or the initial log of a learnable temperature (SigLIP);
       with it comes a learnable bias, `logit_bias_init` at first.
     logit_bias_init: see `logit_scale_init`.
   """
   projection_widths: Sequence[int] = (128,)
+  projection_dropout_rate: float = 0.0
   logit_scale_init: float | None = None
   logit_bias_init: float = 0.0
 
   def setup(self):
     super().setup()
-    self.image_head = ProjectionHead(self.projection_widths)
-    self.music_head = ProjectionHead(self.projection_widths)
+    self.image_head = ProjectionHead(self.projection_widths, self.projection_dropout_rate)
+    self.music_head = ProjectionHead(self.projection_widths, self.projection_dropout_rate)
     self.threshold = self.variable("batch_stats", THRESHOLD, jnp.zeros, ())
     if self.logit_scale_init is not None:
       self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init),
                                     ())
       self.logit_bias = self.param("logit_bias", nn.initializers.constant(self.logit_bias_init), ())
 
-  def project_image(self, image_BxE: jax.Array) -> jax.Array:
-    return self.image_head(image_BxE)
+  def project_image(self, image_BxE: jax.Array, *, train: bool = False) -> jax.Array:
+    return self.image_head(image_BxE, train=train)
 
-  def project_music(self, music_BxE: jax.Array) -> jax.Array:
-    return self.music_head(music_BxE)
+  def project_music(self, music_BxE: jax.Array, *, train: bool = False) -> jax.Array:
+    return self.music_head(music_BxE, train=train)
 
   def project_items(self, image_BxD: jax.Array, music_BxD: jax.Array, *,
                     train: bool = False) -> tuple[jax.Array, jax.Array]:
     """Unit-norm projections (image_BxK, music_BxK) of input rows."""
-    return (self.project_image(self.embed_image(image_BxD, train=train)),
-            self.project_music(self.embed_music(music_BxD, train=train)))
+    return (self.project_image(self.embed_image(image_BxD, train=train), train=train),
+            self.project_music(self.embed_music(music_BxD, train=train), train=train))
 
   def fuse_projected(self, image_BxK: jax.Array, music_BxK: jax.Array) -> jax.Array:
     score_B = jnp.sum(image_BxK * music_BxK, axis=-1) - self.threshold.value
@@ -278,6 +281,7 @@ def _acp_net(config: ml_collections.ConfigDict, **conv_towers) -> nn.Module:
   if config.get("objective", "correspondence") == "correspondence":
     return ACPNet(fusion_widths=tuple(config.fusion_widths), **towers)
   return EmbeddingNet(projection_widths=tuple(config.projection_widths),
+                      projection_dropout_rate=config.projection_dropout_rate,
                       logit_scale_init=config.logit_scale_init,
                       logit_bias_init=config.logit_bias_init, **towers)
 

@@ -9,7 +9,7 @@ r"""ACP-Net's towers trained with a contrastive objective (acp_jax/objectives.py
              weaker cues, more label noise, more items); none: the real features
 
 Paper setting (Emo-CLIM's hyper-parameters on the IMAC features: 128-d projections
-after a 256-unit hidden layer, temperature 0.07, weights 0.25, AdamW 1e-4 with
+after a 256-unit hidden layer with dropout 0.2, temperature 0.07, weights 0.25, AdamW 1e-4 with
 PyTorch's default decay 0.01, batch 64, at most 30 epochs):
 
   python launch.py --config=configs/contrastive.py:supcon --workdir=/tmp/supcon_imac
@@ -55,12 +55,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = acp.get_config("synthetic" if dataset else None)
   if dataset:
     config.dataset = DATASETS[dataset[0]]
+  if dataset == ["synthetic_hard"]:
+    # ~560 training images: 9 steps an epoch; at most ~400 steps, evaluated every ~22.
+    config.num_epochs = 45
+    config.eval_every_epochs = 2.5
+    config.patience = 8
+    config.checkpoint_every_epochs = 10.0
   config.objective = objective[0]       # acp_jax/objectives.py
   if config.objective == "correspondence":
     return config
 
   # Projection heads (Emo-CLIM: 256 hidden, 128-d unit-norm output).
   config.projection_widths = (256, 128)
+  config.projection_dropout_rate = 0.2  # after the hidden layer (Emo-CLIM)
   config.temperature = 0.07             # supcon
   config.supcon_weights = (0.25, 0.25, 0.25, 0.25)  # image-image, music-music, i->m, m->i
   # sigmoid: t' and b, logits exp(t') cos + b; SigLIP's initialisation.
