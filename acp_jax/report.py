@@ -345,6 +345,9 @@ def _table4(results: Mapping) -> list[str]:
   return ["## Affective correspondence (paper Table 4)", "",
           *_table(header, rows), "",
           "Accuracy on the fixed, balanced test pairs."
+          + (" A contrastive model (\"towers, ...\") calls a pair a match when the cosine "
+             "similarity of its projections exceeds the threshold chosen on the validation "
+             "pairs." if any("+" in key for key in models) else "")
           + (f" {_model_name(results)} validation accuracy: {_cell(results, 'val_accuracy')}%."
              if results.get("val_accuracy") is not None else ""), ""]
 
@@ -384,21 +387,22 @@ def _retrieval_table(results: Mapping) -> list[str]:
   metrics = sorted({k for d in retrieval.values() for k in d
                     if k.startswith("p@") and not k.endswith("_std")},
                    key=lambda k: int(k[2:])) + ["map", "mrr"]
-  header = ["Query → key", "Model"] + [{"map": "mAP", "mrr": "MRR"}.get(m, m.upper())
-                                       for m in metrics]
+  header = ["Query → key", ""] + [{"map": "mAP", "mrr": "MRR"}.get(m, m.upper()) for m in metrics]
   rows = []
   for key, direction in retrieval.items():
     for i, (model, entry) in enumerate(by_model.items()):
       rows.append([names.get(key, key) if i == 0 else "", _row_name(model)]
                   + [_cell(entry.get(key), m) for m in metrics])
-    queries = f" ({direction['queries']} queries)" if "queries" in direction else ""
-    rows.append(["", f"chance{queries}"] + [_cell(direction.get("chance"), m) for m in metrics])
+    rows.append(["", "chance"] + [_cell(direction.get("chance"), m) for m in metrics])
+  queries = [f"{names.get(key, key)} {direction['queries']}" for key, direction in retrieval.items()
+             if "queries" in direction]
   return ["## Cross-modal retrieval", "",
           "Ranked by each model's match score: ACP-Net's match log-odds, an embedding "
           "model's cosine similarity. Relevant = same emotion class; each metric is averaged "
           "over the queries of a class, then over classes (%); ± is the std over seeds. "
           "Per-class figures are in results.json.", "",
-          *_table(header, rows), ""]
+          *_table(header, rows), "",
+          *([f"Queries: {', '.join(queries)}.", ""] if queries else [])]
 
 
 def _to_json(value):
