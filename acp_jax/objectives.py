@@ -33,6 +33,9 @@ import optax
 from acp_jax import models
 from acp_jax import pairs
 
+# What a step samples: (image_B, music_B) rows of the tables and a target per row.
+Sample = tuple[jax.Array, jax.Array, jax.Array]
+
 
 def supcon_loss(anchor_NxK: jax.Array, other_MxK: jax.Array, anchor_class_N: jax.Array,
                 other_class_M: jax.Array, temperature: float, *, same_items: bool) -> jax.Array:
@@ -104,9 +107,9 @@ def best_cut(score_P: jax.Array, label_P: jax.Array) -> jax.Array:
 class Correspondence:
   """ACP-Net's pair cross-entropy; the decision is the argmax of the two logits."""
 
-  def sample(self, key: jax.Array, tables: pairs.Tables, batch_size: int):
-    image_B, music_B, label_B = pairs.sample_pairs(key, tables, batch_size)
-    return image_B, music_B, label_B
+  def sample(self, key: jax.Array, tables: pairs.Tables, batch_size: int) -> Sample:
+    """Balanced true/false pairs; the target is the pair label."""
+    return pairs.sample_pairs(key, tables, batch_size)
 
   def loss(self, model: Any, variables: dict, image_BxD: jax.Array, music_BxD: jax.Array,
            label_B: jax.Array, dropout_key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Any]]:
@@ -127,9 +130,9 @@ class Correspondence:
 class _Contrastive:
   """Batches of items, each image with a music item of its class, scored by cosine."""
 
-  def sample(self, key: jax.Array, tables: pairs.Tables, batch_size: int):
-    image_B, music_B, class_B = pairs.sample_items(key, tables, batch_size)
-    return image_B, music_B, class_B
+  def sample(self, key: jax.Array, tables: pairs.Tables, batch_size: int) -> Sample:
+    """Images with music of their class; the target is the class of both."""
+    return pairs.sample_items(key, tables, batch_size)
 
   def loss(self, model: Any, variables: dict, image_BxD: jax.Array, music_BxD: jax.Array,
            class_B: jax.Array, dropout_key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Any]]:
