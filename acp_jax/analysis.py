@@ -4,17 +4,19 @@ A training run (`train.train_and_evaluate`, its own best model) and a probe run
 (`probe.run`, a restored checkpoint) both end in `report_run`, on the test split:
 
   * retrieval: every test music segment ranks every test image by match log-odds,
-    and the reverse (`retrieval.evaluate_retrieval`), with chance levels;
+    and the reverse (`retrieval.evaluate_retrieval`), with chance levels; a training
+    run's macro figures are the mean and std over its seeds;
   * figures: the run's learning curves, the correspondence confusion matrix on the
     fixed test pairs, t-SNE maps of both towers' embeddings, a Fig.-3 gallery;
-  * Table 4: this run's row, plus the rows of the runs listed in `report.compare`.
+  * Table 4 and the retrieval table: this run's row, plus the rows of the runs listed
+    in `report.compare` (other models or objectives).
 
 The gallery shows the images when it can find them: the pixels of a media config, the
 files under `report.image_dir`, or the generated corpus of a synthetic config; else
 coloured placeholders, and its title says so.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 import json
 from typing import Any
 
@@ -84,8 +86,9 @@ def _row(results: Mapping) -> dict[str, float]:
   return {k: results[k] for key in _ROW_KEYS for k in (key, f"{key}_std") if k in results}
 
 
-def table4_rows(results: Mapping, compare: str) -> dict[str, dict[str, float]]:
-  """Table 4 rows by model: the runs in `compare` (comma-separated workdirs), then this run's."""
+def table4_rows(results: Mapping, compare: str) -> dict[str, dict[str, Any]]:
+  """Table 4 rows by `report.row_key`: the runs in `compare` (comma-separated workdirs),
+  each with its `retrieval`, then this run's (its retrieval is the report's own)."""
   rows = {}
   for run in filter(None, (d.strip() for d in compare.split(","))):
     path = epath.Path(run) / "results.json"
@@ -93,21 +96,41 @@ def table4_rows(results: Mapping, compare: str) -> dict[str, dict[str, float]]:
       raise FileNotFoundError(f"report.compare names {run}, which has no results.json; train "
                               "that run first or leave it out")
     other = json.loads(path.read_text())
-    rows[other.get("model", "acp")] = _row(other)
-  rows[results.get("model", "acp")] = _row(results)
+    rows[report.row_key(other)] = {**_row(other), "retrieval": other.get("retrieval")}
+  rows[report.row_key(results)] = _row(results)
   return rows
 
 
-def _analyse(model: inference.Model, test: data.Split, options: ml_collections.ConfigDict,
-             figures_dir: epath.Path,
-             images_root: epath.Path | None) -> tuple[dict, dict[str, epath.Path]]:
-  """(retrieval metrics, figures by caption) of one model on the test split."""
+def _retrieval(model: inference.Model, test: data.Split, options: ml_collections.ConfigDict
+               ) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+  """(retrieval metrics, music x image scores, image and music embeddings) on the test split."""
   image_NxE, music_MxE = model.embed(test)
   score_MxI = model.scores(music_MxE, image_NxE, options.score_block)
   # Precision at k needs k keys; a tiny split keeps the cut-offs it can.
   ks = tuple(k for k in _KS if k <= min(score_MxI.shape))
   metrics = retrieval.evaluate_retrieval(score_MxI, test.music.labels_N, test.images.labels_N,
                                          len(labels.CLASSES), ks)
+  return metrics, score_MxI, image_NxE, music_MxE
+
+
+def over_seeds(per_seed: Sequence[dict], analysed: dict) -> dict:
+  """`analysed`'s retrieval with each macro metric the mean over `per_seed`, `_std` beside it."""
+  out = {}
+  for direction, metrics in analysed.items():
+    out[direction] = dict(metrics)
+    for name, value in metrics.items():
+      if isinstance(value, float):
+        values = [seed[direction][name] for seed in per_seed]
+        out[direction][name] = float(np.mean(values))
+        out[direction][f"{name}_std"] = float(np.std(values, ddof=1))
+  return out
+
+
+def _analyse(model: inference.Model, test: data.Split, options: ml_collections.ConfigDict,
+             figures_dir: epath.Path,
+             images_root: epath.Path | None) -> tuple[dict, dict[str, epath.Path]]:
+  """(retrieval metrics, figures by caption) of one model on the test split."""
+  metrics, score_MxI, image_NxE, music_MxE = _retrieval(model, test, options)
   figures = {}
 
   # Log-odds above 0 is the argmax of the two logits: the model's prediction.
@@ -149,7 +172,8 @@ def _analyse(model: inference.Model, test: data.Split, options: ml_collections.C
 
 def report_run(results: Mapping, out_dir: epath.PathLike, *, run_dir: epath.PathLike,
                model: inference.Model, test: data.Split, options: ml_collections.ConfigDict,
-               data_dir: str | None, figures: Mapping[str, epath.Path] | None = None) -> dict:
+               data_dir: str | None, figures: Mapping[str, epath.Path] | None = None,
+               seed_models: Sequence[inference.Model] = ()) -> dict:
   """Adds retrieval and Table 4 rows to `results`; writes report.md, results.json, PNGs.
 
   Args:
@@ -161,6 +185,8 @@ def report_run(results: Mapping, out_dir: epath.PathLike, *, run_dir: epath.Path
     options: what the report shows: a config's `report` fields (configs/acp.py).
     data_dir: TFDS data dir of `results['dataset']`.
     figures: more figures by caption, shown after the learning curves.
+    seed_models: every seed of the run: retrieval is then their mean and std (the
+      analysed model's per-class figures).
 
   Returns:
     The results as written to results.json.
@@ -168,6 +194,8 @@ def report_run(results: Mapping, out_dir: epath.PathLike, *, run_dir: epath.Path
   out_dir = epath.Path(out_dir)
   metrics, test_figures = _analyse(model, test, options, out_dir / FIGURES_DIR,
                                    image_dir(options, results["dataset"], data_dir))
+  if len(seed_models) > 1:
+    metrics = over_seeds([_retrieval(m, test, options)[0] for m in seed_models], metrics)
   results = {**results, "models": table4_rows(results, options.compare), "retrieval": metrics,
              "analysed_model": model.description}
   report.write_report(results, out_dir, {**learning_curves(run_dir, out_dir), **(figures or {}),
@@ -187,11 +215,12 @@ def report_training_run(config: ml_collections.ConfigDict, workdir: epath.PathLi
   `test` is prepared as the model reads it (acp_jax/inputs.py).
   """
   best_variables, best_val_accuracy_S = jax.device_get((best_variables, best_val_accuracy_S))
-  s = inference.best_seed(best_val_accuracy_S, None)
-  model = inference.Model(config=config, module=module,
-                          variables=jax.tree.map(lambda x: x[s], best_variables),
-                          image_standardizer=standardizers[0], music_standardizer=standardizers[1],
-                          seed=s, num_seeds=len(best_val_accuracy_S),
-                          val_accuracy=float(best_val_accuracy_S[s]))
-  return report_run(results, workdir, run_dir=workdir, model=model, test=test,
-                    options=config.report, data_dir=config.data_dir)
+  seed_model = lambda s: inference.Model(
+      config=config, module=module, variables=jax.tree.map(lambda x: x[s], best_variables),
+      image_standardizer=standardizers[0], music_standardizer=standardizers[1], seed=s,
+      num_seeds=len(best_val_accuracy_S), val_accuracy=float(best_val_accuracy_S[s]))
+  seed_models = [seed_model(s) for s in range(len(best_val_accuracy_S))]
+  results = {**results, "objective": config.get("objective", "correspondence")}
+  return report_run(results, workdir, run_dir=workdir,
+                    model=seed_models[inference.best_seed(best_val_accuracy_S, None)], test=test,
+                    options=config.report, data_dir=config.data_dir, seed_models=seed_models)

@@ -27,7 +27,7 @@ from acp_jax import pairs
 
 # Config fields that shape the saved state: resuming with other values cannot work.
 STATE_FIELDS = ("dataset", "model", "image_widths", "music_widths", "fusion_widths",
-                "image_channels", "music_channels", "num_seeds")
+                "image_channels", "music_channels", "num_seeds", "objective", "projection_widths")
 
 
 def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:

@@ -13,8 +13,10 @@ the pairs:
 Every method takes `train`; with `train=True` dropout needs a 'dropout' rng, and a
 model with conv towers updates its BatchNorm statistics (`mutable=['batch_stats']`).
 
-All three models are two towers into a common space and a fusion head (`ACPNet`);
-they differ in the towers (inputs per model: acp_jax/inputs.py):
+All three models are two towers into a common space (`TwoTowers`) and a fusion head
+(`ACPNet`) or, trained with a contrastive objective (acp_jax/objectives.py), a
+projection head per tower whose pair score is a cosine similarity (`EmbeddingNet`,
+the same methods). They differ in the towers (inputs per model: acp_jax/inputs.py):
   acp              FC towers on Inception features and the 193-d music descriptor
   spectrogram_acp  ACP-Net with a conv music tower on log-spectrograms, then FC to 1024
   l3net            L3-Net (Arandjelovic & Zisserman 2017): conv towers on pixels and
@@ -111,8 +113,8 @@ class ConvTower(nn.Module):
     return FullyConnected(self.widths, self.dropout_rate)(x_BxHxWxC.max(axis=(1, 2)), train=train)
 
 
-class ACPNet(nn.Module):
-  """Image tower and music tower into a common space, then fusion layers to 2 logits.
+class TwoTowers(nn.Module):
+  """An image tower and a music tower into a common space; subclasses add how a pair scores.
 
   A tower is FC layers on feature rows or, given conv channels, a `ConvTower` on
   pixels or spectrograms.
@@ -120,8 +122,7 @@ class ACPNet(nn.Module):
   Attributes:
     image_widths: the image tower's FC widths; the last is the embedding size.
     music_widths: the music tower's FC widths; the last is the embedding size.
-    fusion_widths: hidden FC widths of the fusion head; one more FC layer gives the logits.
-    dropout_rate: drop probability after every hidden FC layer of the fusion head.
+    dropout_rate: drop probability after every hidden FC layer of the head.
     dropout_in_towers: also after every tower layer.
     image_channels: conv blocks of the image tower, before its FC layers; () for none.
     music_channels: conv blocks of the music tower, before its FC layers; () for none.
@@ -129,7 +130,6 @@ class ACPNet(nn.Module):
   """
   image_widths: Sequence[int]
   music_widths: Sequence[int]
-  fusion_widths: Sequence[int]
   dropout_rate: float
   dropout_in_towers: bool
   image_channels: Sequence[int] = ()
@@ -146,8 +146,6 @@ class ACPNet(nn.Module):
     tower_dropout_rate = self.dropout_rate if self.dropout_in_towers else 0.0
     self.image_tower = self._tower(self.image_channels, self.image_widths, tower_dropout_rate)
     self.music_tower = self._tower(self.music_channels, self.music_widths, tower_dropout_rate)
-    self.fusion = FullyConnected(self.fusion_widths, self.dropout_rate)
-    self.logits = Dense(NUM_LOGITS)
 
   def _tower(self, channels: Sequence[int], widths: Sequence[int], dropout_rate: float
              ) -> nn.Module:
@@ -161,14 +159,28 @@ class ACPNet(nn.Module):
   def embed_music(self, music_BxD: jax.Array, *, train: bool = False) -> jax.Array:
     return self.music_tower(music_BxD, train=train)
 
-  def fuse(self, image_BxE: jax.Array, music_BxE: jax.Array, *, train: bool = False) -> jax.Array:
-    joint_Bx2E = jnp.concatenate([image_BxE, music_BxE], axis=-1)
-    return self.logits(self.fusion(joint_Bx2E, train=train))
-
   def __call__(self, image_BxD: jax.Array, music_BxD: jax.Array, *,
                train: bool = False) -> jax.Array:
     return self.fuse(self.embed_image(image_BxD, train=train),
                      self.embed_music(music_BxD, train=train), train=train)
+
+
+class ACPNet(TwoTowers):
+  """The two towers, then fusion layers on their concatenation to 2 logits.
+
+  Attributes (besides `TwoTowers`'):
+    fusion_widths: hidden FC widths of the fusion head; one more FC layer gives the logits.
+  """
+  fusion_widths: Sequence[int] = ()
+
+  def setup(self):
+    super().setup()
+    self.fusion = FullyConnected(self.fusion_widths, self.dropout_rate)
+    self.logits = Dense(NUM_LOGITS)
+
+  def fuse(self, image_BxE: jax.Array, music_BxE: jax.Array, *, train: bool = False) -> jax.Array:
+    joint_Bx2E = jnp.concatenate([image_BxE, music_BxE], axis=-1)
+    return self.logits(self.fusion(joint_Bx2E, train=train))
 
   # Ranking Q queries against K keys scores Q x K pairs. The fusion head's first layer
   # is linear in concat(image, music), so its output is the sum of one term per side:
@@ -189,10 +201,89 @@ class ACPNet(nn.Module):
     return self.logits(self.fusion(image_BxH + music_BxH, train=False, preactivated=True))
 
 
+class ProjectionHead(nn.Module):
+  """Dense layers with ReLU and dropout between them, then L2 normalisation onto the unit sphere."""
+  widths: Sequence[int]
+  dropout_rate: float
+
+  @nn.compact
+  def __call__(self, x_BxE: jax.Array, *, train: bool = False) -> jax.Array:
+    for i, width in enumerate(self.widths):
+      if i:
+        x_BxE = nn.Dropout(self.dropout_rate, deterministic=not train)(nn.relu(x_BxE))
+      x_BxE = Dense(width)(x_BxE)
+    return x_BxE / jnp.maximum(jnp.linalg.norm(x_BxE, axis=-1, keepdims=True), 1e-12)
+
+
+# The name of an EmbeddingNet's match threshold in its `batch_stats`: the collection the
+# loop carries, saves and restores beside the params without training it.
+THRESHOLD = "threshold"
+
+
+class EmbeddingNet(TwoTowers):
+  """The two towers, each with a projection head into a shared unit sphere (contrastive).
+
+  A pair scores by the cosine similarity of its projections; the 2 logits are
+  (0, cosine - threshold), so the pair is a match when the cosine exceeds the
+  threshold, and ranking by log-odds is ranking by cosine. The threshold is model
+  state outside the params (collection `batch_stats`, see `THRESHOLD`): training
+  leaves it alone and evaluation sets it on the validation pairs
+  (acp_jax/objectives.py), so it is saved and restored with the params it belongs to.
+
+  Attributes (besides `TwoTowers`'):
+    projection_widths: the heads' widths; the last is the size of the shared space.
+    projection_dropout_rate: drop probability after each hidden layer of the heads.
+    logit_scale_init: None, or the initial log of a learnable temperature (SigLIP);
+      with it comes a learnable bias, `logit_bias_init` at first.
+    logit_bias_init: see `logit_scale_init`.
+  """
+  projection_widths: Sequence[int] = (128,)
+  projection_dropout_rate: float = 0.0
+  logit_scale_init: float | None = None
+  logit_bias_init: float = 0.0
+
+  def setup(self):
+    super().setup()
+    self.image_head = ProjectionHead(self.projection_widths, self.projection_dropout_rate)
+    self.music_head = ProjectionHead(self.projection_widths, self.projection_dropout_rate)
+    self.threshold = self.variable("batch_stats", THRESHOLD, jnp.zeros, ())
+    if self.logit_scale_init is not None:
+      self.logit_scale = self.param("logit_scale", nn.initializers.constant(self.logit_scale_init),
+                                    ())
+      self.logit_bias = self.param("logit_bias", nn.initializers.constant(self.logit_bias_init), ())
+
+  def project_image(self, image_BxE: jax.Array, *, train: bool = False) -> jax.Array:
+    return self.image_head(image_BxE, train=train)
+
+  def project_music(self, music_BxE: jax.Array, *, train: bool = False) -> jax.Array:
+    return self.music_head(music_BxE, train=train)
+
+  def project_items(self, image_BxD: jax.Array, music_BxD: jax.Array, *,
+                    train: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Unit-norm projections (image_BxK, music_BxK) of input rows."""
+    return (self.project_image(self.embed_image(image_BxD, train=train), train=train),
+            self.project_music(self.embed_music(music_BxD, train=train), train=train))
+
+  def fuse_projected(self, image_BxK: jax.Array, music_BxK: jax.Array) -> jax.Array:
+    score_B = jnp.sum(image_BxK * music_BxK, axis=-1) - self.threshold.value
+    return jnp.stack([jnp.zeros_like(score_B), score_B], axis=-1)
+
+  def fuse(self, image_BxE: jax.Array, music_BxE: jax.Array, *, train: bool = False) -> jax.Array:
+    return self.fuse_projected(self.project_image(image_BxE), self.project_music(music_BxE))
+
+
 def _acp_net(config: ml_collections.ConfigDict, **conv_towers) -> nn.Module:
-  return ACPNet(image_widths=tuple(config.image_widths), music_widths=tuple(config.music_widths),
-                fusion_widths=tuple(config.fusion_widths), dropout_rate=config.dropout_rate,
-                dropout_in_towers=config.dropout_in_towers, **conv_towers)
+  """The towers with ACP-Net's fusion head or, for a contrastive objective, projection heads."""
+  towers = dict(image_widths=tuple(config.image_widths), music_widths=tuple(config.music_widths),
+                dropout_rate=config.dropout_rate, dropout_in_towers=config.dropout_in_towers,
+                **conv_towers)
+  # Runs from before objectives existed have none in their config.json.
+  if config.get("objective", "correspondence") == "correspondence":
+    return ACPNet(fusion_widths=tuple(config.fusion_widths), **towers)
+  return EmbeddingNet(projection_widths=tuple(config.projection_widths),
+                      projection_dropout_rate=config.projection_dropout_rate,
+                      logit_scale_init=config.logit_scale_init,
+                      logit_bias_init=config.logit_bias_init, **towers)
 
 
 def _spectrogram_acp(config: ml_collections.ConfigDict) -> nn.Module:

@@ -101,15 +101,33 @@ def sample_pairs(key: jax.Array, tables: Tables,
   """
   image_key, music_key = jax.random.split(key)
   image_B = jax.random.randint(image_key, (batch_size,), 0, tables.image_NxD.shape[0])
-  class_B = tables.image_labels_N[image_B]
   label_B = (jnp.arange(batch_size) % 2 == 0).astype(jnp.int32)
+  return image_B, _draw_music(music_key, tables, tables.image_labels_N[image_B], label_B), label_B
+
+
+def sample_items(key: jax.Array, tables: Tables,
+                 batch_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Images uniform, each with a uniform music item of its own class (as Emo-CLIM's batches).
+
+  Returns:
+    image_B, music_B (rows of the tables) and class_B, the class of both items of row b.
+  """
+  image_key, music_key = jax.random.split(key)
+  image_B = jax.random.randint(image_key, (batch_size,), 0, tables.image_NxD.shape[0])
+  class_B = tables.image_labels_N[image_B]
+  return image_B, _draw_music(music_key, tables, class_B, jnp.ones_like(class_B)), class_B
+
+
+def _draw_music(key: jax.Array, tables: Tables, class_B: jax.Array,
+                same_B: jax.Array) -> jax.Array:
+  """Music rows: uniform within class_B where same_B is 1, else among the other classes."""
   start_B, count_B = tables.music_start_C[class_B], tables.music_count_C[class_B]
   num_music = tables.music_by_class_M.shape[0]
-  span_B = jnp.where(label_B == 1, count_B, num_music - count_B)
-  offset_B = jax.random.randint(music_key, (batch_size,), 0, span_B)
-  sorted_B = jnp.where(label_B == 1, start_B + offset_B,
+  span_B = jnp.where(same_B == 1, count_B, num_music - count_B)
+  offset_B = jax.random.randint(key, class_B.shape, 0, span_B)
+  sorted_B = jnp.where(same_B == 1, start_B + offset_B,
                        jnp.where(offset_B < start_B, offset_B, offset_B + count_B))
-  return image_B, tables.music_by_class_M[sorted_B], label_B
+  return tables.music_by_class_M[sorted_B]
 
 
 def gather(tables: Tables, image_B: jax.Array, music_B: jax.Array) -> tuple[jax.Array, jax.Array]:

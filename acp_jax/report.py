@@ -15,10 +15,11 @@ value may carry a `<name>_std` sibling, the standard deviation over seeds, shown
     "val_accuracy": 0.63,               # at the best-validation checkpoint
     "oracle_accuracy": 0.91,            # optional: ceiling from the synthetic cues
     "model": "acp",                     # optional: the run's row of Table 4 ("acp" if absent)
-    "models": {                         # optional Table 4 rows; a missing row of the
-      "acp": {"test_accuracy": ..., "test_auc": ...},   # run's model falls back to
-      "l3net": {...},                                   # the top level
-      "spectrogram_acp": {...},
+    "objective": "correspondence",      # optional; another objective's row is "acp+supcon"
+    "models": {                         # optional Table 4 rows by `row_key`; a missing
+      "acp": {"test_accuracy": ..., "test_auc": ...},   # row of the run's model falls
+      "l3net": {...},                                   # back to the top level; a
+      "acp+supcon": {..., "retrieval": {...}},          # compared run brings its retrieval
     },
     "analysed_model": "seed 0 of 3",    # optional: whose retrieval, probes and figures
     "probe": {                          # optional, each a `probe.train_probe` result:
@@ -27,7 +28,8 @@ value may carry a `<name>_std` sibling, the standard deviation over seeds, shown
       "music": {...},
     },
     "retrieval": {                      # optional, `retrieval.evaluate_retrieval`:
-      "music_to_image": {"p@1", "p@5", "p@10", "map", "mrr", "chance": {same keys}},
+      "music_to_image": {"p@1", "p@5", "p@10", "map", "mrr", "chance": {same keys},
+                         "queries": Q, "per_class": {"p@1": [per class], ...}},
       "image_to_music": {...},
     },
   }
@@ -74,6 +76,8 @@ PAPER_TABLE5_MUSIC = (
 
 # config.model -> the name a report gives the run's own model.
 MODEL_NAMES = {"acp": "ACP-Net", "l3net": "L³-Net", "spectrogram_acp": "Spectrogram-ACP"}
+# config.objective -> how a row names a model trained with it (ACP-Net's own: no suffix).
+OBJECTIVE_NAMES = {"supcon": "SupCon (Emo-CLIM)", "sigmoid": "sigmoid (SigLIP)"}
 
 _DASH = "—"
 _DPI = 120
@@ -308,25 +312,42 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
           *("| " + " | ".join(row) + " |" for row in rows)]
 
 
+def row_key(results: Mapping) -> str:
+  """A run's key among Table 4's rows: its model, then `+objective` unless ACP-Net's own."""
+  model, objective = results.get("model", "acp"), results.get("objective", "correspondence")
+  return model if objective == "correspondence" else f"{model}+{objective}"
+
+
+def _row_name(key: str) -> str:
+  model, _, objective = key.partition("+")
+  name = MODEL_NAMES.get(model, model)
+  return f"{name} towers, {OBJECTIVE_NAMES.get(objective, objective)}" if objective else name
+
+
 def _model_name(results: Mapping) -> str:
-  return MODEL_NAMES.get(results.get("model"), "ACP-Net")
+  return _row_name(row_key(results))
 
 
 def _table4(results: Mapping) -> list[str]:
   models = dict(results.get("models", {}))
-  models.setdefault(results.get("model", "acp"),
-                    {k: v for k, v in results.items() if k.startswith("test_")})
+  models.setdefault(row_key(results), {k: v for k, v in results.items() if k.startswith("test_")})
   with_auc = any(m.get("test_auc") is not None for m in models.values())
   header = ["Model", "Paper accuracy (%)", "Ours accuracy (%)"] + (["Ours AUC"] * with_auc)
-  rows = [[name, f"{paper:.2f}", _cell(models.get(key), "test_accuracy")]
+  paper_rows = [(key, name, f"{paper:.2f}") for key, name, paper in PAPER_TABLE4]
+  paper_rows += [(key, _row_name(key), _DASH) for key in models
+                 if key not in {k for k, _, _ in PAPER_TABLE4}]
+  rows = [[name, paper, _cell(models.get(key), "test_accuracy")]
           + [_cell(models.get(key), "test_auc", percent=False)] * with_auc
-          for key, name, paper in PAPER_TABLE4]
+          for key, name, paper in paper_rows]
   if results.get("oracle_accuracy") is not None:
     rows.append(["Oracle ceiling (synthetic cues)", _DASH, _cell(results, "oracle_accuracy")]
                 + [_DASH] * with_auc)
   return ["## Affective correspondence (paper Table 4)", "",
           *_table(header, rows), "",
           "Accuracy on the fixed, balanced test pairs."
+          + (" A contrastive model (\"towers, ...\") calls a pair a match when the cosine "
+             "similarity of its projections exceeds the threshold chosen on the validation "
+             "pairs." if any("+" in key for key in models) else "")
           + (f" {_model_name(results)} validation accuracy: {_cell(results, 'val_accuracy')}%."
              if results.get("val_accuracy") is not None else ""), ""]
 
@@ -356,19 +377,32 @@ def _table5(results: Mapping) -> list[str]:
           *_table5_part("Emotion in music (3 classes)", PAPER_TABLE5_MUSIC, probes.get("music"))]
 
 
-def _retrieval_table(retrieval: Mapping, model_name: str) -> list[str]:
+def _retrieval_table(results: Mapping) -> list[str]:
+  """This run's retrieval and that of every compared run with one, each direction with chance."""
+  retrieval = results["retrieval"]
+  by_model = {key: row["retrieval"] for key, row in results.get("models", {}).items()
+              if row.get("retrieval")}
+  by_model[row_key(results)] = retrieval
   names = {"music_to_image": "music → image", "image_to_music": "image → music"}
-  metrics = sorted({k for d in retrieval.values() for k in d if k.startswith("p@")},
+  metrics = sorted({k for d in retrieval.values() for k in d
+                    if k.startswith("p@") and not k.endswith("_std")},
                    key=lambda k: int(k[2:])) + ["map", "mrr"]
   header = ["Query → key", ""] + [{"map": "mAP", "mrr": "MRR"}.get(m, m.upper()) for m in metrics]
   rows = []
   for key, direction in retrieval.items():
-    rows.append([names.get(key, key), model_name] + [_cell(direction, m) for m in metrics])
+    for i, (model, entry) in enumerate(by_model.items()):
+      rows.append([names.get(key, key) if i == 0 else "", _row_name(model)]
+                  + [_cell(entry.get(key), m) for m in metrics])
     rows.append(["", "chance"] + [_cell(direction.get("chance"), m) for m in metrics])
+  queries = [f"{names.get(key, key)} {direction['queries']}" for key, direction in retrieval.items()
+             if "queries" in direction]
   return ["## Cross-modal retrieval", "",
-          "Ranked by the model's match score (log-odds); relevant = same emotion class; each "
-          "metric is averaged over the queries of a class, then over classes (%).", "",
-          *_table(header, rows), ""]
+          "Ranked by each model's match score: ACP-Net's match log-odds, an embedding "
+          "model's cosine similarity. Relevant = same emotion class; each metric is averaged "
+          "over the queries of a class, then over classes (%); ± is the std over seeds. "
+          "Per-class figures are in results.json.", "",
+          *_table(header, rows), "",
+          *([f"Queries: {', '.join(queries)}.", ""] if queries else [])]
 
 
 def _to_json(value):
@@ -402,7 +436,7 @@ def write_report(results: Mapping, out_dir: str | pathlib.Path,
     lines += [f"Probes, retrieval and figures are of {results['analysed_model']}.", ""]
   lines += _table5(results)
   if results.get("retrieval"):
-    lines += _retrieval_table(results["retrieval"], _model_name(results))
+    lines += _retrieval_table(results)
   if figures:
     lines += ["## Figures", ""]
     for caption, path in figures.items():

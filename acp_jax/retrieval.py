@@ -11,7 +11,9 @@ Conventions:
     count). A query with no relevant key has AP = RR = 0.
   * Metrics are computed per query, averaged within each query class, then averaged
     over the classes that have queries (macro average), so a frequent class does
-    not dominate.
+    not dominate; the per-class means are kept too (Emo-CLIM's protocol reports both).
+  * For an embedding model (a contrastive objective) the score is the cosine
+    similarity less a constant threshold: the ranking is by cosine similarity.
 
 One score matrix serves both directions: image->music ranking is the transpose of
 music->image (`evaluate_retrieval`).
@@ -108,17 +110,23 @@ def _per_query_metrics(score_QxK: jax.Array, query_labels_Q: jax.Array,
   return {name: value.reshape(-1)[:num_q] for name, value in per_block.items()}
 
 
+def _class_means(per_query: dict[str, jax.Array], query_labels_Q: jax.Array,
+                 num_classes: int) -> dict[str, list[float | None]]:
+  """Mean over the queries of each class; None for a class without queries."""
+  onehot_QxC = jax.nn.one_hot(query_labels_Q, num_classes, dtype=jnp.float32)
+  count_C = np.asarray(onehot_QxC.sum(axis=0))
+  out = {}
+  for name, value_Q in per_query.items():
+    mean_C = np.asarray(onehot_QxC.T @ jnp.asarray(value_Q, jnp.float32)) / np.maximum(count_C, 1)
+    out[name] = [float(m) if n else None for m, n in zip(mean_C, count_C)]
+  return out
+
+
 def _macro_average(per_query: dict[str, jax.Array], query_labels_Q: jax.Array,
                    num_classes: int) -> dict[str, float]:
   """Mean over queries within each class, then over the classes that have queries."""
-  onehot_QxC = jax.nn.one_hot(query_labels_Q, num_classes, dtype=jnp.float32)
-  count_C = onehot_QxC.sum(axis=0)
-  present_C = count_C > 0
-  out = {}
-  for name, value_Q in per_query.items():
-    class_mean_C = (onehot_QxC.T @ jnp.asarray(value_Q, jnp.float32)) / jnp.maximum(count_C, 1.0)
-    out[name] = float(jnp.sum(jnp.where(present_C, class_mean_C, 0.0)) / jnp.sum(present_C))
-  return out
+  return {name: float(np.mean([m for m in means_C if m is not None]))
+          for name, means_C in _class_means(per_query, query_labels_Q, num_classes).items()}
 
 
 def _check_labels(query_labels_Q: np.ndarray, key_labels_K: np.ndarray, num_classes: int,
@@ -150,16 +158,22 @@ def retrieval_metrics(score_QxK: jax.Array, query_labels_Q: np.ndarray,
   Returns:
     {'p@1': ..., 'p@5': ..., 'p@10': ..., 'map': ..., 'mrr': ...} as floats in [0, 1].
   """
+  per_query = _ranked(score_QxK, query_labels_Q, key_labels_K, num_classes, ks, block)
+  return _macro_average(per_query, jnp.asarray(query_labels_Q), num_classes)
+
+
+def _ranked(score_QxK: jax.Array, query_labels_Q: np.ndarray, key_labels_K: np.ndarray,
+            num_classes: int, ks: Sequence[int], block: int) -> dict[str, jax.Array]:
+  """The metrics of each query, after checking the arguments."""
   query_labels_Q = np.asarray(query_labels_Q, np.int32)
   key_labels_K = np.asarray(key_labels_K, np.int32)
   if score_QxK.shape != (query_labels_Q.size, key_labels_K.size):
     raise ValueError(f"score matrix {score_QxK.shape} does not match "
                      f"{query_labels_Q.size} queries x {key_labels_K.size} keys")
   _check_labels(query_labels_Q, key_labels_K, num_classes, ks)
-  per_query = _per_query_metrics(
+  return _per_query_metrics(
       jnp.asarray(score_QxK, jnp.float32), jnp.asarray(query_labels_Q), jnp.asarray(key_labels_K),
       tuple(ks), min(block, query_labels_Q.size))
-  return _macro_average(per_query, jnp.asarray(query_labels_Q), num_classes)
 
 
 def _expected_reciprocal_rank(num_relevant: int, num_keys: int) -> float:
@@ -216,7 +230,8 @@ def evaluate_retrieval(score_MxI: jax.Array, music_labels_M: np.ndarray,
   """Both retrieval directions from one music x image score matrix, with chance.
 
   Returns the report's `retrieval` entry:
-    {'music_to_image': {'p@1', ..., 'map', 'mrr', 'chance': {same keys}},
+    {'music_to_image': {'p@1', ..., 'map', 'mrr', 'chance': {same keys}, 'queries': Q,
+                        'per_class': {'p@1': [one per class, None if no queries], ...}},
      'image_to_music': {...}}.
   """
   directions = {
@@ -225,6 +240,10 @@ def evaluate_retrieval(score_MxI: jax.Array, music_labels_M: np.ndarray,
   }
   out = {}
   for name, (score_QxK, query_labels, key_labels) in directions.items():
-    out[name] = retrieval_metrics(score_QxK, query_labels, key_labels, num_classes, ks, block=block)
-    out[name]["chance"] = chance_metrics(query_labels, key_labels, num_classes, ks)
+    per_query = _ranked(score_QxK, query_labels, key_labels, num_classes, ks, block)
+    labels_Q = jnp.asarray(query_labels, jnp.int32)
+    out[name] = {**_macro_average(per_query, labels_Q, num_classes),
+                 "chance": chance_metrics(query_labels, key_labels, num_classes, ks),
+                 "queries": len(query_labels),
+                 "per_class": _class_means(per_query, labels_Q, num_classes)}
   return out

@@ -41,6 +41,7 @@ from acp_jax import checkpoint
 from acp_jax import data
 from acp_jax import inputs
 from acp_jax import models
+from acp_jax import objectives
 from acp_jax import pairs
 
 
@@ -49,7 +50,7 @@ class TrainState:
   """What carries over between steps, for every seed (leading axis S)."""
   step: jax.Array                 # int32 scalar, steps done
   params: Any
-  batch_stats: Any                # BatchNorm running statistics; {} for models without
+  batch_stats: Any                # untrained state: BatchNorm statistics, match threshold; or {}
   opt_state: Any
   best_params: Any                # params at each seed's best validation accuracy so far
   best_batch_stats: Any
@@ -144,23 +145,21 @@ def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
   """`config.steps_per_dispatch` steps of every seed: (state, tables) -> (state, metrics).
 
   `gather(tables, image_B, music_B)` builds the model's inputs from sampled item
-  indices. Metrics are per step and seed: {'loss': KxS, 'accuracy': KxS}.
+  indices; `config.objective` says what is sampled and the loss (acp_jax/objectives.py).
+  Metrics are per step and seed: {'loss': KxS, 'accuracy': KxS}.
   """
   batch_sharding = NamedSharding(mesh, P("data"))
+  objective = objectives.create_objective(config)
 
   def seed_step(params, batch_stats, opt_state, key, tables):
     sample_key, dropout_key = jax.random.split(key)
-    image_B, music_B, label_B = pairs.sample_pairs(sample_key, tables, config.batch_size)
-    image_B, music_B, label_B = jax.lax.with_sharding_constraint(
-        (image_B, music_B, label_B), batch_sharding)
+    image_B, music_B, target_B = jax.lax.with_sharding_constraint(
+        objective.sample(sample_key, tables, config.batch_size), batch_sharding)
     image_BxD, music_BxD = gather(tables, image_B, music_B)
 
     def loss_fn(params):
-      logits_Bx2, updated = model.apply(
-          {"params": params, "batch_stats": batch_stats}, image_BxD, music_BxD, train=True,
-          rngs={"dropout": dropout_key}, mutable=["batch_stats"])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits_Bx2, label_B).mean()
-      return loss, (jnp.mean(jnp.argmax(logits_Bx2, -1) == label_B), updated["batch_stats"])
+      return objective.loss(model, {"params": params, "batch_stats": batch_stats}, image_BxD,
+                            music_BxD, target_B, dropout_key)
 
     (loss, (accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
@@ -187,14 +186,18 @@ def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
 
 # ---------------------------------------------------------------------------- evaluation
 
-def make_evaluate(model: Any, batch_size: int | None = None
+def make_evaluate(model: Any, batch_size: int | None = None,
+                  objective: objectives.Objective = objectives.Correspondence(),
                   ) -> Callable[[Any, pairs.Tables, dict, Any], dict]:
-  """(params, tables, fixed pairs, batch_stats) -> per seed {'loss', 'accuracy', 'match_prob'}.
+  """(params, tables, fixed pairs, batch_stats) -> per seed {'loss', 'accuracy', 'match_prob',
+  'cut', 'accuracy_at_cut'}.
 
-  params and batch_stats (omitted: none) have a seed axis. 'loss' and 'accuracy' are
-  S, 'match_prob' SxP. Each item is embedded once, `batch_size` items at a time (all
-  at once if None); only the fusion head runs per pair. BatchNorm uses its running
-  statistics.
+  params and batch_stats (omitted: none) have a seed axis. 'match_prob' is SxP, the
+  rest S. 'accuracy' is the model's own decision; 'cut' is the best shift of its
+  threshold on these pairs by `objective.choose_cut` (0 for ACP-Net), and
+  'accuracy_at_cut' the accuracy with it. Each item is embedded once, `batch_size`
+  items at a time (all at once if None); only the head runs per pair. BatchNorm uses
+  its running statistics.
   """
 
   def embed(variables, table_NxD, method):
@@ -211,9 +214,12 @@ def make_evaluate(model: Any, batch_size: int | None = None
     logits_Px2 = model.apply(variables, image_NxE[fixed["image_P"]], music_MxE[fixed["music_P"]],
                              method="fuse")
     label_P = fixed["label_P"]
+    score_P = logits_Px2[:, 1] - logits_Px2[:, 0]  # > 0 iff the argmax says 'match'
+    cut = objective.choose_cut(score_P, label_P)
     return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits_Px2, label_P).mean(),
-            "accuracy": jnp.mean(jnp.argmax(logits_Px2, -1) == label_P),
-            "match_prob": jax.nn.softmax(logits_Px2)[:, 1]}
+            "accuracy": jnp.mean((score_P > 0) == label_P),
+            "match_prob": jax.nn.softmax(logits_Px2)[:, 1],
+            "cut": cut, "accuracy_at_cut": jnp.mean((score_P > cut) == label_P)}
 
   evaluate_seeds = jax.jit(jax.vmap(evaluate_seed, (0, 0, None, None)))
   return lambda params, tables, fixed, batch_stats=None: evaluate_seeds(
@@ -222,10 +228,17 @@ def make_evaluate(model: Any, batch_size: int | None = None
 
 def make_record_eval(config: ml_collections.ConfigDict, evaluate: Callable,
                      ) -> Callable[[TrainState, pairs.Tables, dict], tuple[TrainState, dict]]:
-  """Validation of the current params, folded into each seed's best and patience counter."""
+  """Validation of the current params, folded into each seed's best and patience counter.
+
+  An embedding model's match threshold is set on these pairs first, so a seed's best
+  params are kept with the threshold they were judged with.
+  """
+  objective = objectives.create_objective(config)
 
   def record_eval(state: TrainState, tables: pairs.Tables, fixed: dict) -> tuple[TrainState, dict]:
     metrics = evaluate(state.params, tables, fixed, state.batch_stats)
+    state = state.replace(batch_stats=objective.calibrate(state.batch_stats, metrics["cut"]))
+    metrics["accuracy"] = metrics["accuracy_at_cut"]
     active_S = state.evals_since_best_S < config.patience
     # Strictly better only: on a tie the earlier (less fitted) params stay.
     better_S = active_S & (metrics["accuracy"] > state.best_val_accuracy_S)
@@ -454,7 +467,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # Update step and evaluation; the step compiled ahead so the loop's time is training.
   train_chunk = make_train_chunk(config, model, tx, mesh).lower(state, tables["train"]).compile()
-  evaluate = make_evaluate(model, config.batch_size)
+  evaluate = make_evaluate(model, config.batch_size, objectives.create_objective(config))
   record_eval = make_record_eval(config, evaluate)
 
   # Checkpoint: resume from the latest one if there is one.

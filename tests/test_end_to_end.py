@@ -49,7 +49,7 @@ def _check_report(out_dir: epath.Path, results: dict, figures: set[str]) -> None
   assert json.loads((out_dir / "results.json").read_text()) == results
   for direction in ("music_to_image", "image_to_music"):
     metrics = results["retrieval"][direction]
-    assert set(metrics) == METRICS | {"chance"} and set(metrics["chance"]) == METRICS
+    assert METRICS | {"chance"} <= set(metrics) and set(metrics["chance"]) == METRICS
     assert all(0 <= metrics[m] <= 1 and 0 < metrics["chance"][m] < 1 for m in METRICS)
   report = (out_dir / "report.md").read_text()
   assert "| ACP-Net (proposed) | 61.67 | " in report and "## Cross-modal retrieval" in report

@@ -1,4 +1,5 @@
-"""ACP-Net and the baselines: layer counts and sizes, tower/fusion methods, dropout, BatchNorm."""
+"""ACP-Net, the baselines and the embedding model: layer counts and sizes, tower/head methods,
+dropout, BatchNorm."""
 
 import flax.linen as nn
 import jax
@@ -9,6 +10,7 @@ import pytest
 from acp_jax import inputs
 from acp_jax import models
 from configs import acp
+from configs import contrastive
 from configs import l3net
 from configs import spectrogram_acp
 
@@ -144,3 +146,33 @@ def test_factory_errors():
   config.music_widths = (256, 512)
   with pytest.raises(ValueError, match="same embedding size"):
     _init(config)
+
+
+@pytest.mark.parametrize("objective", ["supcon", "sigmoid"])
+def test_embedding_model_scores_pairs_by_cosine_less_its_threshold(objective):
+  config = contrastive.get_config(objective)
+  model, variables, image_BxD, music_BxD = _init(config, batch=4)
+  params = variables["params"]
+  assert {"image_tower", "music_tower", "image_head", "music_head"} <= set(params)
+  assert "fusion" not in params
+  assert params["image_head"]["Dense_1"]["kernel"].shape == (128, 256)  # 128-d projections
+  # SigLIP's learnable temperature and bias, initialised as SigLIP does; none for SupCon.
+  if objective == "sigmoid":
+    assert (float(params["logit_scale"]), float(params["logit_bias"])) == pytest.approx(
+        (np.log(10.0), -10.0))
+  else:
+    assert "logit_scale" not in params
+  variables = {**variables, "batch_stats": {models.THRESHOLD: jnp.array(0.25)}}
+
+  image_BxK, music_BxK = model.apply(variables, image_BxD, music_BxD, method="project_items")
+  np.testing.assert_allclose(np.linalg.norm(image_BxK, axis=-1), 1.0, rtol=1e-5)
+  cosine_B = np.sum(np.asarray(image_BxK) * np.asarray(music_BxK), axis=-1)
+  logits_Bx2 = model.apply(variables, image_BxD, music_BxD)
+  np.testing.assert_allclose(logits_Bx2[:, 1] - logits_Bx2[:, 0], cosine_B - 0.25, atol=1e-5)
+  # The inference path (project each side once, then score) gives the same scores.
+  image_BxE = model.apply(variables, image_BxD, method="embed_image")
+  music_BxE = model.apply(variables, music_BxD, method="embed_music")
+  projected = model.apply(variables, model.apply(variables, image_BxE, method="project_image"),
+                          model.apply(variables, music_BxE, method="project_music"),
+                          method="fuse_projected")
+  np.testing.assert_allclose(projected, logits_Bx2, atol=1e-5)

@@ -92,3 +92,19 @@ def test_oracle_accuracy_from_cues():
   assert pairs.oracle_accuracy(split) == pytest.approx(2 / 3)
   unknown = dataclasses.replace(split, images=items([-1, -1, -1]))
   assert pairs.oracle_accuracy(unknown) is None
+
+
+def test_items_come_with_music_of_their_class_uniformly(train_split):
+  tables = jax.device_put(_tables(train_split))
+  sample = jax.jit(pairs.sample_items, static_argnums=2)
+  image_B, music_B, class_B = map(np.asarray, sample(jax.random.key(1), tables, 30_000))
+  np.testing.assert_array_equal(train_split.images.labels_N[image_B], class_B)
+  np.testing.assert_array_equal(train_split.music.labels_N[music_B], class_B)
+  # Images uniform; music uniform within the class: every count within 5 sigma.
+  counts = np.bincount(image_B, minlength=60)
+  assert np.abs(counts - 500).max() < 5 * np.sqrt(500)
+  for c in range(3):
+    in_class = np.flatnonzero(train_split.music.labels_N == c)
+    drawn = np.bincount(music_B[class_B == c], minlength=21)[in_class]
+    mean = drawn.sum() / len(in_class)
+    assert np.abs(drawn - mean).max() < 5 * np.sqrt(mean)

@@ -127,3 +127,23 @@ def test_report_names_the_run_s_model(tmp_path):
   assert text.startswith("# L³-Net report")
   assert "L³-Net validation accuracy: 62.00%" in text and "ACP-Net validation" not in text
   assert "| music → image | L³-Net |" in text
+
+
+def test_report_sets_objectives_side_by_side(tmp_path):
+  results = _fake_results()
+  results |= {"objective": "supcon", "models": {
+      "acp": {"test_accuracy": 0.81, "test_accuracy_std": 0.02,
+              "retrieval": {"music_to_image": {"p@1": 0.7, "map": 0.6, "mrr": 0.8}}},
+      "acp+sigmoid": {"test_accuracy": 0.79}}}
+  results["retrieval"]["music_to_image"]["p@1_std"] = 0.05
+  text = report.write_report(results, tmp_path, {}).read_text()
+  assert text.startswith("# ACP-Net towers, SupCon (Emo-CLIM) report")
+  assert "| ACP-Net (proposed) | 61.67 | 81.00 ± 2.00 |" in text
+  assert "| ACP-Net towers, sigmoid (SigLIP) | — | 79.00 |" in text
+  assert "| ACP-Net towers, SupCon (Emo-CLIM) | — | 64.12 ± 0.71 |" in text
+  assert "threshold chosen on the validation pairs" in text
+  # Retrieval: the compared run's row beside this run's, its std, then chance.
+  p_at_1 = 100 * results["retrieval"]["music_to_image"]["p@1"]
+  assert "| music → image | ACP-Net | 70.00 |" in text
+  assert f"|  | ACP-Net towers, SupCon (Emo-CLIM) | {p_at_1:.2f} ± 5.00 |" in text
+  assert "Queries: music → image 12, image → music 40." in text

@@ -108,10 +108,28 @@ def test_evaluate_retrieval_both_directions():
   music_labels, image_labels = rng.integers(0, 3, size=20), rng.integers(0, 3, size=30)
   score_MxI = rng.normal(size=(20, 30)).astype(np.float32)
   got = retrieval.evaluate_retrieval(score_MxI, music_labels, image_labels, 3, block=8)
-  assert got["image_to_music"] | {"chance": None} == (
-      retrieval.retrieval_metrics(score_MxI.T, image_labels, music_labels, 3) | {"chance": None})
+  extra = {"chance": None, "queries": None, "per_class": None}
+  assert got["image_to_music"] | extra == (
+      retrieval.retrieval_metrics(score_MxI.T, image_labels, music_labels, 3) | extra)
   assert got["music_to_image"]["chance"] == retrieval.chance_metrics(music_labels, image_labels, 3)
-  assert set(got["music_to_image"]) == {"p@1", "p@5", "p@10", "map", "mrr", "chance"}
+  assert set(got["music_to_image"]) == {"p@1", "p@5", "p@10", "map", "mrr", "chance", "queries",
+                                        "per_class"}
+  assert got["music_to_image"]["queries"] == 20 and got["image_to_music"]["queries"] == 30
+  # Per class: the mean over that class's queries alone; their mean is the macro figure.
+  per_class = got["music_to_image"]["per_class"]
+  for c in range(3):
+    only_c = music_labels == c
+    alone = retrieval.retrieval_metrics(score_MxI[only_c], music_labels[only_c], image_labels, 3)
+    assert {m: per_class[m][c] for m in alone} == pytest.approx(alone)
+  assert np.mean(per_class["mrr"]) == pytest.approx(got["music_to_image"]["mrr"])
+
+
+def test_per_class_figures_leave_a_class_without_queries_out():
+  got = retrieval.evaluate_retrieval(np.eye(2, 3, dtype=np.float32), np.array([0, 0]),
+                                     np.array([0, 1, 2]), 3, ks=(1,))
+  # Music 0 ranks image 0 (its class) first, music 1 image 1 (another class).
+  assert got["music_to_image"]["per_class"]["p@1"] == [0.5, None, None]
+  assert got["music_to_image"]["p@1"] == 0.5  # the classes without queries do not count
 
 
 def test_rejects_bad_input():

@@ -173,7 +173,7 @@ def _image_stats(path) -> np.ndarray:
 def test_image_cues_are_recoverable(root):
   cues = _cues(root)
   items = sorted(k for k in cues if k[0] == "image")
-  x_NxF = np.stack([_image_stats(root / "images" / f"{item}.jpg") for _, item in items])
+  x_NxF = np.stack([_image_stats(root / "images" / item) for _, item in items])
   cue_N = np.array([cues[k] for k in items])
   accuracy = _cv_accuracy(x_NxF, cue_N)
   print(f"image cue accuracy from mean HSV + texture: {accuracy:.3f}")

@@ -51,6 +51,10 @@ class CorpusConfig:
   num_songs: int = 192
   song_seconds: float = 6.5
   label_noise: float = 0.1     # fraction of items whose label is not their cue class
+  # How much of its cue class an item shows: below 1, every range of its look or sound
+  # moves toward the mean over classes by 1 - cue_strength, and its shape or chord comes
+  # from a random class with probability 1 - cue_strength.
+  cue_strength: float = 1.0
   sample_rate: int = 22050     # of most songs; every 7th is 44.1 kHz stereo instead
   seed: int = 0
 
@@ -59,6 +63,8 @@ class CorpusConfig:
       raise ValueError(f"A synthetic corpus needs at least {_NUM_CLASSES} images and songs "
                        f"(one per class), got num_images={self.num_images}, "
                        f"num_songs={self.num_songs}.")
+    if not 0.0 < self.cue_strength <= 1.0:
+      raise ValueError(f"cue_strength is in (0, 1]; got {self.cue_strength}.")
     if not 0.0 <= self.label_noise <= 1.0:
       raise ValueError(f"label_noise is a fraction of items, in [0, 1]; got {self.label_noise}.")
     if self.song_seconds <= 0 or self.sample_rate < 8000:
@@ -111,7 +117,7 @@ def _write_image(root: epath.Path, cfg: CorpusConfig, i: int, cue: int, label: i
   item_id = f"{rng.choice(_CLASS_EMOTIONS[label])}/img_{i:05d}.jpg"
   path = root / "images" / item_id
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(_encode_jpeg(_image(rng, _LOOKS[cue])))
+  path.write_bytes(_encode_jpeg(_image(rng, _weakened(_LOOKS, cue, cfg.cue_strength, rng))))
   return item_id
 
 
@@ -124,7 +130,7 @@ def _write_song(root: epath.Path, cfg: CorpusConfig, i: int, cue: int, label: in
   fmt = "flac" if i % 5 == 4 else "wav"
   stereo = i % 7 == 3
   rate = 44100 if stereo else cfg.sample_rate
-  audio = _song(rng, _STYLES[cue], cfg.song_seconds, rate)
+  audio = _song(rng, _weakened(_STYLES, cue, cfg.cue_strength, rng), cfg.song_seconds, rate)
   if stereo:
     pan = rng.uniform(-0.2, 0.2)
     audio = audio[:, None] * (np.array([1 - pan, 1 + pan], np.float32) / (1 + abs(pan)))
@@ -142,6 +148,29 @@ def _cues_and_labels(rng: np.random.Generator, n: int, noise: float
   flip = rng.choice(n, int(round(noise * n)), replace=False)
   labels_N[flip] = (cues_N[flip] + rng.integers(1, _NUM_CLASSES, flip.size)) % _NUM_CLASSES
   return cues_N, labels_N
+
+
+_DISCRETE_CUES = ("shape", "chord")  # fields of _Look / _Style that cannot be averaged
+
+
+def _weakened(specs: Sequence, cue: int, strength: float, rng: np.random.Generator):
+  """`specs[cue]` with its cue weakened by `strength` (see CorpusConfig.cue_strength)."""
+  spec = specs[cue]
+  if strength == 1.0:
+    return spec  # no draws: full-strength corpora keep their bytes
+  changes = {}
+  for field in dataclasses.fields(spec):
+    if field.name in _DISCRETE_CUES:
+      if rng.random() > strength:
+        changes[field.name] = getattr(specs[rng.integers(len(specs))], field.name)
+      continue
+    value = getattr(spec, field.name)
+    mean = np.mean([getattr(s, field.name) for s in specs], axis=0)
+    blended = strength * np.asarray(value, np.float64) + (1 - strength) * mean
+    if isinstance(np.ravel(value)[0], (int, np.integer)):
+      blended = np.round(blended).astype(int)
+    changes[field.name] = tuple(blended.tolist()) if isinstance(value, tuple) else blended.item()
+  return dataclasses.replace(spec, **changes)
 
 
 def _csv(header: Sequence[str], rows: Sequence[Sequence]) -> str:

@@ -90,6 +90,9 @@ _SYNTHETIC = dict(segment_seconds=6.0, window_seconds=2.0, hop_seconds=1.0,
                   synthetic=synthetic_corpus.CorpusConfig())
 MODALITIES = ("images", "music")
 SKIP_REPORT_FILE = "skipped_items.txt"
+# Weaker cues, more label noise, more items: objectives that tie on `synthetic` can differ.
+_SYNTHETIC_HARD = dict(_SYNTHETIC, synthetic=synthetic_corpus.CorpusConfig(
+    num_images=800, num_songs=240, label_noise=0.2, cue_strength=0.4))
 
 
 def synthetic_corpus_dir(download_dir: epath.PathLike,
@@ -371,6 +374,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       ImacConfig(name="features", description="Real IMAC from a manual download."),
       ImacConfig(name="synthetic", **_SYNTHETIC,
                  description="Generated corpus with known cue classes; needs no download."),
+      ImacConfig(name="synthetic_hard", **_SYNTHETIC_HARD,
+                 description="`synthetic` with weaker cues, more label noise, more items."),
       ImacConfig(name="media", media=True,
                  description="Items of `features` with 224x224 pixels and segment waveforms."),
       ImacConfig(name="synthetic_media", media=True, **_SYNTHETIC,
