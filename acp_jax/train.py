@@ -13,7 +13,9 @@ pieces it calls come above it in the same order.
   extra cost, but they are never used); the run ends when every seed has stopped.
 * Every random draw of step t of seed s comes from fold_in(key(seed + s), t), and the
   state is the whole of what carries over between steps, so a resumed run repeats
-  an uninterrupted one exactly.
+  an uninterrupted one exactly. Each checkpoint holds the state, the best model and
+  the train metrics not yet logged, committed at once; a resume must keep every config
+  field that can change the result (checkpoint.FREE_FIELDS lists the others).
 """
 
 from collections.abc import Callable
@@ -318,7 +320,7 @@ class Schedule:
 class TrainMetrics:
   """Per-step train metrics still on device, pulled to the host in batches.
 
-  Pulling checks every step's loss (FloatingPointError on NaN/Inf) and writes one
+  Pulling checks every step's loss (UserError on NaN/Inf) and writes one
   row per log point: mean loss and accuracy since the last row, and pairs/s of one
   model (one seed). The metrics since the last row (`window`) are saved with each
   checkpoint, so a resumed run's rows are an uninterrupted run's.

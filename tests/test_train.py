@@ -77,6 +77,30 @@ def test_rerun_resumes_instead_of_retraining(tmp_path, splits):
   assert steps == sorted(set(steps)) and steps[-1] == 44
 
 
+def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, splits, monkeypatch):
+  config = fakes.small_config(num_epochs=2, patience=100, log_every_steps=10)
+  whole = train.train_and_evaluate(config, str(tmp_path / "whole"), splits=splits)
+
+  save = checkpoint.Checkpoints.save
+
+  def save_then_stop(self, step, *args):
+    save(self, step, *args)
+    if step == 24:  # mid-way through a log window (rows at 10, 20, 30)
+      raise KeyboardInterrupt
+
+  monkeypatch.setattr(checkpoint.Checkpoints, "save", save_then_stop)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, str(tmp_path / "parts"), splits=splits)
+  monkeypatch.undo()
+  resumed = train.train_and_evaluate(config, str(tmp_path / "parts"), splits=splits)
+
+  timing = {"pairs_per_second": 0, "pairs_per_second_all_seeds": 0}
+  assert {**resumed, **timing} == {**whole, **timing}
+  without_timing = lambda workdir: [{k: v for k, v in row.items() if k != "pairs_per_second"}
+                                    for row in _rows(workdir, "step")]
+  assert without_timing(tmp_path / "parts") == without_timing(tmp_path / "whole")
+
+
 def test_resume_refuses_every_field_that_changes_the_result(tmp_path, splits):
   train.train_and_evaluate(fakes.small_config(), str(tmp_path), splits=splits)
   saved = (tmp_path / "config.json").read_text()
@@ -129,12 +153,15 @@ def test_early_stopping_ends_the_run(tmp_path, splits):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, splits):
   train.train_and_evaluate(fakes.small_config(), str(tmp_path), splits=splits)
+  # A longer budget on training features gone bad: the first new step's loss is NaN.
+  train_split = splits["train"]
+  bad = {**splits, "train": dataclasses.replace(train_split, images=dataclasses.replace(
+      train_split.images, features_NxD=np.full_like(train_split.images.features_NxD, np.nan)))}
   with pytest.raises(UserError,
-                     match=r"loss is .* at step \d+ .*last good checkpoint is step 22"):
-    train.train_and_evaluate(fakes.small_config(num_epochs=3, learning_rate=1e9), str(tmp_path),
-                             splits=splits)
+                     match=r"loss is nan at step 23 .*last good checkpoint is step 22"):
+    train.train_and_evaluate(fakes.small_config(num_epochs=3), str(tmp_path), splits=bad)
   manager = checkpoint.Checkpoints(tmp_path)
-  assert manager.latest_step() >= 22
+  assert manager.latest_step() == 22
   params = manager.manager.restore(manager.latest_step()).state["params"]
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
   manager.close()
@@ -177,3 +204,26 @@ def test_summary_gives_the_ratio_to_the_oracle_and_the_paths():
   assert "/runs/a/results.json" in text and "/runs/a/report.md" in text
   del results["oracle_accuracy"]
   assert "oracle" not in train.summary(results, epath.Path("/runs/a"))
+
+
+def test_a_degenerate_run_ends_in_a_report_that_says_so(tmp_path, splits):
+  # Constant music features collapse the music tower (every embedding equal, where
+  # t-SNE would crash the process); test pairs of one label leave AUC undefined.
+  constant = {name: dataclasses.replace(split, music=dataclasses.replace(
+      split.music, features_NxD=np.ones_like(split.music.features_NxD)))
+      for name, split in splits.items()}
+  test = constant["test"]
+  true_P = test.pairs.labels_P == 1
+  constant["test"] = dataclasses.replace(test, pairs=dataclasses.replace(
+      test.pairs, image_P=test.pairs.image_P[true_P], music_P=test.pairs.music_P[true_P],
+      labels_P=test.pairs.labels_P[true_P]))
+  results = train.train_and_evaluate(fakes.small_config(), str(tmp_path), splits=constant)
+
+  assert results["test_auc"] is None and results["test_pairs"] == 100
+  notes = "\n".join(results["degenerate"])
+  assert "Music tower embeddings (test): collapsed, all 1 distinct embedding among 40" in notes
+  assert "the 100 test pairs are all true correspondences: AUC is undefined" in notes
+  report = (tmp_path / "report.md").read_text()
+  assert "## Degenerate run" in report and "collapsed" in report
+  assert not (tmp_path / "figures" / "embedding_map_music.png").exists()
+  assert (tmp_path / "figures" / "embedding_map_image.png").exists()
