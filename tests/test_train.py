@@ -6,6 +6,7 @@ import json
 from etils import epath
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import fakes
@@ -162,7 +163,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, spli
     train.train_and_evaluate(fakes.small_config(num_epochs=3), str(tmp_path), splits=bad)
   manager = checkpoint.Checkpoints(tmp_path)
   assert manager.latest_step() == 22
-  params = manager.manager.restore(manager.latest_step()).state["params"]
+  params = manager.manager.restore(22, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore())).state["params"]
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
   manager.close()
   assert all(np.isfinite(r["train_loss"]) for r in _rows(tmp_path, "train_loss"))
