@@ -105,9 +105,11 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
   for name, num_classes in (("image", 8), ("music", 3)):
     result = probed["probe"][name]
     assert result["num_classes"] == num_classes and result["chance"] == 1 / num_classes
-    assert 1 <= result["best_epoch"] <= 10
-    # The tower embeddings carry the emotion: above chance.
-    assert result["test_accuracy"] > result["chance"] + 0.1, (name, result["test_accuracy"])
+    assert 0 <= result["test_accuracy"] <= 1 and 1 <= result["best_epoch"] <= 10
+  # The music embeddings carry the class: above chance. (The image probe's 13 test
+  # images of 8 emotions, drawn uniformly within a class here, are too few to tell.)
+  music = probed["probe"]["music"]
+  assert music["test_accuracy"] > music["chance"] + 0.1, music["test_accuracy"]
   assert probed["retrieval"] == results["retrieval"]  # same seed, same test split
   mismatched = {**other_results, "pair_fingerprint": {**results["pair_fingerprint"],
                                                       "test": "000000000000"}}

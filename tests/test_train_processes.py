@@ -102,7 +102,10 @@ def test_run_killed_at_several_moments_resumes_to_the_same_result(tmp_path):
   _finish(_start(config, workdir), workdir)
 
   _assert_same(_outcome(workdir), _outcome(reference), tol=1e-6)
-  assert _scalars(workdir) == pytest.approx(_scalars(reference), rel=1e-6)
+  scalars, expected_scalars = _scalars(workdir), _scalars(reference)
+  assert [point[:2] for point in scalars] == [point[:2] for point in expected_scalars]
+  assert [point[2] for point in scalars] == pytest.approx([point[2] for point in expected_scalars],
+                                                          rel=1e-6)
   # What probes and retrieval load is what results.json reports, seed by seed.
   results = json.loads((workdir / "results.json").read_text())
   best, expected = checkpoint.load_best(workdir), checkpoint.load_best(reference)
