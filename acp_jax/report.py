@@ -424,7 +424,7 @@ def write_report(results: Mapping, out_dir: str | pathlib.Path,
   lines = [f"# {_model_name(results)} report" + (f": {dataset}" if dataset else ""), "",
            "Paper: Verma, Dhekane, Guha, *Learning affective correspondence between music and "
            "image*, ICASSP 2019. \"—\" marks a model or entry not run.", ""]
-  if results.get("pair_fingerprint"):
+  if any((results.get("pair_fingerprint") or {}).values()):  # None: a dataset without them
     lines += ["Fixed pairs: " + ", ".join(f"{split} `{fingerprint}`" for split, fingerprint
                                           in results["pair_fingerprint"].items())
               + " (fingerprints of each split's pair list: equal fingerprints, same pairs).", ""]
