@@ -12,15 +12,23 @@ JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID for ever
 import os
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
-import jax
-from ml_collections import config_flags
+# Quiet start-up: TensorFlow (loaded by TFDS, to read data only) prints oneDNN and
+# CPU-feature notices from C++ as it loads, before any flag is parsed; --verbosity
+# brings them back.
+if not any(arg.startswith(("--verbosity", "-v=")) for arg in sys.argv):
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from acp_jax import probe
-from acp_jax import query
-from acp_jax import train
+from absl import app  # noqa: E402  (after quieting TensorFlow)
+from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
+import jax  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from acp_jax import UserError  # noqa: E402
+from acp_jax import probe  # noqa: E402
+from acp_jax import query  # noqa: E402
+from acp_jax import train  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -47,9 +55,10 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
-    # Orbax logs each checkpoint save in a dozen INFO lines; the progress bar and the
-    # closing summary are what a run shows. --verbosity=0 brings INFO back.
-    logging.set_verbosity(logging.WARNING)
+    # Orbax logs each checkpoint save in a dozen INFO lines, TFDS warns about folders
+    # it will create; the progress bars and the closing summary are what a run shows.
+    # --verbosity=0 brings INFO back.
+    logging.set_verbosity(logging.ERROR)
   # TensorFlow only reads the dataset (TFDS): keep it off the accelerators JAX uses.
   # Imported here so that importing this module (tests do) does not load TensorFlow.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -62,8 +71,9 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unknown config.job {job!r}; known: {sorted(JOBS)}")
   try:
     JOBS[job](FLAGS.config, FLAGS.workdir)
-  except (FileNotFoundError, ValueError, FloatingPointError) as e:
-    # Errors a user can fix: the message says how; a traceback would bury it.
+  except UserError as e:
+    # The message says how to fix it; a traceback would bury it. Any other error is a
+    # bug, and its traceback shows where.
     sys.exit(f"error: {e}")
 
 

@@ -1,7 +1,7 @@
 """The analysis a run ends with, written as its report (acp_jax/report.py draws and writes).
 
-A training run (`train.train_and_evaluate`, its own best model) and a probe run
-(`probe.run`, a restored checkpoint) both end in `report_run`, on the test split:
+A training run (`train.train_and_evaluate`, its own best model, `best_model`) and a
+probe run (`probe.run`, a restored checkpoint) both end in `report_run`, on the test split:
 
   * retrieval: every test music segment ranks every test image by match log-odds,
     and the reverse (`retrieval.evaluate_retrieval`), with chance levels; a training
@@ -28,6 +28,8 @@ import numpy as np
 from sklearn.metrics import confusion_matrix
 import tensorflow_datasets as tfds
 
+from acp_jax import MissingInputError
+from acp_jax import UserError
 from acp_jax import data
 from acp_jax import inference
 from acp_jax import labels
@@ -82,20 +84,30 @@ def learning_curves(run_dir: epath.PathLike, out_dir: epath.PathLike) -> dict[st
   return {"Learning curves": figure}
 
 
-def _row(results: Mapping) -> dict[str, float]:
-  return {k: results[k] for key in _ROW_KEYS for k in (key, f"{key}_std") if k in results}
+def _row(results: Mapping) -> dict[str, Any]:
+  keys = [k for key in _ROW_KEYS for k in (key, f"{key}_std", f"{key}_ci95")] + ["test_pairs"]
+  return {k: results[k] for k in keys if k in results}
 
 
 def table4_rows(results: Mapping, compare: str) -> dict[str, dict[str, Any]]:
   """Table 4 rows by `report.row_key`: the runs in `compare` (comma-separated workdirs),
-  each with its `retrieval`, then this run's (its retrieval is the report's own)."""
+  each with its `retrieval`, then this run's (its retrieval is the report's own).
+
+  Raises UserError for a run of another dataset or other fixed pairs (pair fingerprints).
+  """
   rows = {}
   for run in filter(None, (d.strip() for d in compare.split(","))):
     path = epath.Path(run) / "results.json"
     if not path.exists():
-      raise FileNotFoundError(f"report.compare names {run}, which has no results.json; train "
+      raise MissingInputError(f"report.compare names {run}, which has no results.json; train "
                               "that run first or leave it out")
     other = json.loads(path.read_text())
+    for key, what in (("dataset", "dataset"), ("pair_fingerprint", "fixed pairs")):
+      if other.get(key) != results.get(key):
+        raise UserError(
+            f"report.compare names {run}, a run on other {what} ({key} {other.get(key)} there, "
+            f"{results.get(key)} here): its accuracy is not comparable. Compare runs on the "
+            "same dataset build, or leave it out.")
     rows[report.row_key(other)] = {**_row(other), "retrieval": other.get("retrieval")}
   rows[report.row_key(results)] = _row(results)
   return rows
@@ -127,14 +139,22 @@ def over_seeds(per_seed: Sequence[dict], analysed: dict) -> dict:
 
 
 def _analyse(model: inference.Model, test: data.Split, options: ml_collections.ConfigDict,
-             figures_dir: epath.Path,
-             images_root: epath.Path | None) -> tuple[dict, dict[str, epath.Path]]:
-  """(retrieval metrics, figures by caption) of one model on the test split."""
+             figures_dir: epath.Path, images_root: epath.Path | None
+             ) -> tuple[dict, dict[str, epath.Path], list[str]]:
+  """(retrieval metrics, figures by caption, notes on what is degenerate) of one model on
+  the test split."""
   metrics, score_MxI, image_NxE, music_MxE = _retrieval(model, test, options)
-  figures = {}
+  figures, notes = {}, []
 
   # Log-odds above 0 is the argmax of the two logits: the model's prediction.
   pair_score_P = score_MxI[test.pairs.music_P, test.pairs.image_P]
+  if len(np.unique(test.pairs.labels_P)) < 2:
+    notes.append(f"the {len(test.pairs.labels_P)} test pairs are all "
+                 f"{'true' if test.pairs.labels_P[0] else 'false'} correspondences: AUC is "
+                 "undefined and accuracy measures one answer only")
+  if len(np.unique(pair_score_P > 0)) < 2:
+    notes.append(f"the model answers {'match' if pair_score_P[0] > 0 else 'no match'} for "
+                 "every test pair")
   confusion = confusion_matrix(test.pairs.labels_P, pair_score_P > 0, labels=[0, 1])
   figures["Correspondence on the fixed test pairs"] = figures_dir / "confusion_pairs.png"
   report.plot_confusion(confusion, ("false", "true"), figures_dir / "confusion_pairs.png",
@@ -148,10 +168,13 @@ def _analyse(model: inference.Model, test: data.Split, options: ml_collections.C
           ("music", music_MxE, test.music.labels_N, labels.CLASSES))
   for name, emb_NxE, colours_N, names in maps:
     path = figures_dir / f"embedding_map_{name}.png"
-    report.plot_embedding_map(emb_NxE, colours_N, names, path,
-                              f"{name.capitalize()} tower embeddings (test)",
-                              max_points=options.map_points)
-    figures[f"2-D map of the {name} tower embeddings"] = path
+    skipped = report.plot_embedding_map(emb_NxE, colours_N, names, path,
+                                        f"{name.capitalize()} tower embeddings (test)",
+                                        max_points=options.map_points)
+    if skipped:
+      notes.append(skipped)
+    else:
+      figures[f"2-D map of the {name} tower embeddings"] = path
 
   # One segment per song ('<song>#<k>' ids), so that the rows show different songs.
   songs = [music_id.rsplit("#", 1)[0] for music_id in test.music.ids]
@@ -167,14 +190,15 @@ def _analyse(model: inference.Model, test: data.Split, options: ml_collections.C
                       + ("" if found else "\nimage files not found: see report.image_dir"))
   figures["Music and its top-ranked images (paper Fig. 3); ✓ = same emotion class"] = (
       figures_dir / "gallery.png")
-  return metrics, figures
+  return metrics, figures, notes
 
 
 def report_run(results: Mapping, out_dir: epath.PathLike, *, run_dir: epath.PathLike,
                model: inference.Model, test: data.Split, options: ml_collections.ConfigDict,
                data_dir: str | None, figures: Mapping[str, epath.Path] | None = None,
                seed_models: Sequence[inference.Model] = ()) -> dict:
-  """Adds retrieval and Table 4 rows to `results`; writes report.md, results.json, PNGs.
+  """Adds retrieval, Table 4 rows and notes on what is degenerate (`degenerate`, if
+  anything is) to `results`; writes report.md, results.json, PNGs.
 
   Args:
     results: the run's results (see report.py), with its `dataset` and `model`.
@@ -192,35 +216,33 @@ def report_run(results: Mapping, out_dir: epath.PathLike, *, run_dir: epath.Path
     The results as written to results.json.
   """
   out_dir = epath.Path(out_dir)
-  metrics, test_figures = _analyse(model, test, options, out_dir / FIGURES_DIR,
-                                   image_dir(options, results["dataset"], data_dir))
+  metrics, test_figures, notes = _analyse(model, test, options, out_dir / FIGURES_DIR,
+                                          image_dir(options, results["dataset"], data_dir))
   if len(seed_models) > 1:
     metrics = over_seeds([_retrieval(m, test, options)[0] for m in seed_models], metrics)
   results = {**results, "models": table4_rows(results, options.compare), "retrieval": metrics,
              "analysed_model": model.description}
+  if notes:
+    results["degenerate"] = notes
   report.write_report(results, out_dir, {**learning_curves(run_dir, out_dir), **(figures or {}),
                                          **test_figures})
   return results
 
 
-def report_training_run(config: ml_collections.ConfigDict, workdir: epath.PathLike,
-                        results: Mapping, module: nn.Module, best_variables: dict,
-                        best_val_accuracy_S: Any, test: data.Split,
-                        standardizers: tuple[pairs.Standardizer | None, pairs.Standardizer | None]
-                        ) -> dict:
-  """`report_run` of a run that just trained, for its best-validation seed.
+def seed_models(config: ml_collections.ConfigDict, module: nn.Module, best_variables: dict,
+                best_val_accuracy_S: Any,
+                standardizers: tuple[pairs.Standardizer | None, pairs.Standardizer | None]
+                ) -> list[inference.Model]:
+  """Every seed's best-validation model of a run that just trained, as `report_run` takes them.
 
   `best_variables` ({'params', 'batch_stats'}) carry the seed axis; they may be
-  replicated over processes, and this process analyses a host copy on its own.
-  `test` is prepared as the model reads it (acp_jax/inputs.py).
+  replicated over processes, and this process takes a host copy on its own.
   """
   best_variables, best_val_accuracy_S = jax.device_get((best_variables, best_val_accuracy_S))
-  seed_model = lambda s: inference.Model(
-      config=config, module=module, variables=jax.tree.map(lambda x: x[s], best_variables),
-      image_standardizer=standardizers[0], music_standardizer=standardizers[1], seed=s,
-      num_seeds=len(best_val_accuracy_S), val_accuracy=float(best_val_accuracy_S[s]))
-  seed_models = [seed_model(s) for s in range(len(best_val_accuracy_S))]
-  results = {**results, "objective": config.get("objective", "correspondence")}
-  return report_run(results, workdir, run_dir=workdir,
-                    model=seed_models[inference.best_seed(best_val_accuracy_S, None)], test=test,
-                    options=config.report, data_dir=config.data_dir, seed_models=seed_models)
+  return [inference.Model(config=config, module=module,
+                          variables=jax.tree.map(lambda x, s=s: x[s], best_variables),
+                          image_standardizer=standardizers[0],
+                          music_standardizer=standardizers[1], seed=s,
+                          num_seeds=len(best_val_accuracy_S),
+                          val_accuracy=float(best_val_accuracy_S[s]))
+          for s in range(len(best_val_accuracy_S))]

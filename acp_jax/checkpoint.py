@@ -1,14 +1,19 @@
-"""A run's directory layout and its orbax checkpoints: latest (to resume) and best (to use).
+"""A run's directory layout, its orbax checkpoints, and the config check of a resume.
 
   <workdir>/
     config.json                   the run's config (written at start)
-    checkpoints/latest/<step>/    the whole train state, every seed (resume reads it)
-    checkpoints/best/<step>/      best-by-validation params (and BatchNorm statistics)
-                                  per seed and the input standardisation; <step> is
-                                  when it was written, each seed's own best step is inside
+    checkpoints/<step>/state/     the whole train state, every seed (resume reads it)
+    checkpoints/<step>/best/      best-by-validation params (and BatchNorm statistics)
+                                  per seed and the input standardisation; each seed's
+                                  own best step is inside
     metrics.jsonl                 one JSON object per log or evaluation point
     results.json                  final metrics of the best params
     events.out.tfevents.*         TensorBoard
+
+Both items of a step are one orbax checkpoint, committed at once (written under a
+temporary name, renamed when complete): a run killed at any moment, mid-save
+included, leaves a latest state and a best model of the same step, so the best
+model is the one the state (and the results.json it leads to) reports.
 
 Consumers (probe, retrieval, report) call `load_best(workdir)`.
 """
@@ -23,63 +28,96 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from acp_jax import UserError
 from acp_jax import pairs
 
-# Config fields that shape the saved state: resuming with other values cannot work.
+# Config fields that shape the saved state: a checkpoint of other values does not fit.
 STATE_FIELDS = ("dataset", "model", "image_widths", "music_widths", "fusion_widths",
                 "image_channels", "music_channels", "num_seeds", "objective", "projection_widths")
 
+# The config fields a resumed run may change: they cannot change its result. Every
+# other field (seed, optimiser, batch, data, model, inputs, evaluation and stopping)
+# must equal the workdir's config.json. A dotted name covers its sub-fields.
+FREE_FIELDS = (
+    "data_dir",                 # where the dataset is stored, not which (dataset is checked)
+    "log_every_steps",          # train-metric rows; the state does not depend on them
+    "checkpoint_every_epochs",  # when the state is saved, not what it is
+    "num_epochs",               # the step budget: a larger one continues the run
+    "report",                   # what the closing report shows
+)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """{dotted name: value} of a config as JSON."""
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  return {name: value for key, sub in tree.items()
+          for name, value in _flat(sub, f"{prefix}.{key}" if prefix else key).items()}
+
+
+def changed_fields(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple]:
+  """{dotted field: (previous, current)} of two configs as JSON that differ outside FREE_FIELDS."""
+  previous, current = _flat(previous), _flat(current)
+  free = lambda name: any(name == f or name.startswith(f + ".") for f in FREE_FIELDS)
+  return {name: (previous.get(name), current.get(name))
+          for name in sorted(set(previous) | set(current))
+          if not free(name) and previous.get(name) != current.get(name)}
+
 
 def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:
-  """Writes `config.json`; raises ValueError if the workdir holds a run of another shape."""
+  """Writes `config.json`; raises UserError if the workdir holds a run of another config.
+
+  A resume continues the same run: every field but FREE_FIELDS has to match.
+  """
   path = epath.Path(workdir) / "config.json"
   if path.exists():
-    previous = json.loads(path.read_text())
-    current = json.loads(config.to_json())
-    changed = [k for k in STATE_FIELDS if previous.get(k) != current.get(k)]
+    changed = changed_fields(json.loads(path.read_text()), json.loads(config.to_json()))
     if changed:
-      raise ValueError(
-          f"{workdir} holds a run with other {', '.join(changed)} "
-          f"({', '.join(f'{k}={previous.get(k)}' for k in changed)}); its checkpoints cannot "
-          "be resumed with this config. Use a new --workdir, or the old values.")
+      raise UserError(
+          f"{workdir} holds a run with other {', '.join(changed)} ("
+          + "; ".join(f"{k}: {old!r} there, {new!r} here" for k, (old, new) in changed.items())
+          + "); a resumed run keeps every field that can change its result. Use a new "
+          f"--workdir, or the old values (only {', '.join(FREE_FIELDS)} may differ).")
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config.to_json(indent=2))
 
 
+# What one checkpoint holds: the train state, the best model (`best_tree`) and the
+# train metrics since the last log row (JSON; see train.TrainMetrics).
+ITEMS = ("state", "best", "train_window")
+
+
 class Checkpoints:
-  """The latest and best checkpoint managers of one run."""
+  """The checkpoints of one run: each save holds the latest state and the best model."""
 
   def __init__(self, workdir: epath.PathLike):
-    root = epath.Path(workdir) / "checkpoints"
-    # One of each is enough: orbax writes to a temporary name and renames when complete,
-    # so a run killed mid-save still finds the previous checkpoint. The two managers
-    # save at the same steps, so their multi-process barriers need distinct names.
-    options = lambda name: ocp.CheckpointManagerOptions(
-        max_to_keep=1, create=True,
-        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))
-    self.latest = ocp.CheckpointManager(root / "latest", options=options("latest"))
-    self.best = ocp.CheckpointManager(root / "best", options=options("best"))
+    # One is enough: orbax writes to a temporary name and renames when complete, so a
+    # run killed mid-save still finds the previous checkpoint, both items of it.
+    self.manager = ocp.CheckpointManager(
+        epath.Path(workdir) / "checkpoints", item_names=ITEMS,
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
 
   def latest_step(self) -> int | None:
-    return self.latest.latest_step()
+    return self.manager.latest_step()
 
-  def restore_latest(self, abstract_state: Any) -> Any:
-    """The latest state, laid out as `abstract_state` (ShapeDtypeStructs with shardings)."""
-    return self.latest.restore(self.latest.latest_step(),
-                               args=ocp.args.StandardRestore(abstract_state))
+  def restore_latest(self, abstract_state: Any) -> tuple[Any, dict]:
+    """(state, train window) of the latest checkpoint, the state laid out as `abstract_state`
+    (ShapeDtypeStructs with shardings)."""
+    restored = self.manager.restore(self.latest_step(), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), train_window=ocp.args.JsonRestore()))
+    return restored.state, restored.train_window
 
-  def save(self, step: int, state: Any, best: dict[str, Any] | None) -> None:
-    """Saves `state` as latest and, if given, `best` (see `load_best`) as best."""
-    if self.latest.latest_step() != step:
-      self.latest.save(step, args=ocp.args.StandardSave(state))
-    if best is not None and self.best.latest_step() != step:
-      self.best.save(step, args=ocp.args.StandardSave(best))
+  def save(self, step: int, state: Any, best: dict[str, Any], train_window: dict) -> None:
+    """Saves `state`, `best` (see `best_tree` and `load_best`) and `train_window` at once."""
+    if self.latest_step() != step:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), best=ocp.args.StandardSave(best),
+          train_window=ocp.args.JsonSave(train_window)))
 
   def close(self) -> None:
-    for manager in (self.latest, self.best):
-      manager.wait_until_finished()
-      manager.close()
+    self.manager.wait_until_finished()
+    self.manager.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,13 +155,13 @@ def best_tree(params: Any, batch_stats: Any, val_accuracy_S: Any, step_S: Any,
 def load_best(workdir: epath.PathLike) -> Best:
   """The best checkpoint of the run in `workdir`, on the default device."""
   workdir = epath.Path(workdir)
-  manager = ocp.CheckpointManager(workdir / "checkpoints" / "best",
+  manager = ocp.CheckpointManager(workdir / "checkpoints", item_names=ITEMS,
                                   options=ocp.CheckpointManagerOptions(create=False))
   step = manager.latest_step()
   if step is None:
-    raise FileNotFoundError(f"no best checkpoint in {workdir}/checkpoints/best; train first "
-                            f"(python launch.py --config=... --workdir={workdir})")
-  tree = manager.restore(step, args=ocp.args.StandardRestore())
+    raise UserError(f"no checkpoint in {workdir}/checkpoints; train first "
+                    f"(python launch.py --config=... --workdir={workdir})")
+  tree = manager.restore(step, args=ocp.args.Composite(best=ocp.args.StandardRestore())).best
   manager.close()
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   host = lambda key: np.asarray(tree[key])

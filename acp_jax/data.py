@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from acp_jax import MissingInputError
 import tfds_imac  # noqa: F401  (registers the imac builder)
 
 
@@ -42,6 +43,7 @@ class Split:
   images: Items
   music: Items
   pairs: Pairs
+  fingerprint: str | None = None  # the dataset's pair_fingerprint of this split; None: unknown
 
 
 # Media field of each modality in the media configs.
@@ -113,11 +115,13 @@ def load_splits(name: str, data_dir: str | None = None) -> dict[str, Split]:
   builder = tfds.builder(name, data_dir=data_dir)
   if not builder.is_prepared():
     if builder.builder_config.synthetic is None:
-      raise FileNotFoundError(not_prepared_message(name, data_dir))
+      raise MissingInputError(not_prepared_message(name, data_dir))
     builder.download_and_prepare()
   if builder.builder_config.media:
     read = lambda split: media_split_from_examples(tfds.as_numpy(builder.as_dataset(split=split)))
   else:
     read = lambda split: split_from_examples(
         tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1)))
-  return {split: read(split) for split in ("train", "validation", "test")}
+  fingerprints = (builder.info.metadata or {}).get("pair_fingerprint", {})
+  return {split: dataclasses.replace(read(split), fingerprint=fingerprints.get(split))
+          for split in ("train", "validation", "test")}

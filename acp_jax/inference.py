@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from acp_jax import UserError
 from acp_jax import checkpoint
 from acp_jax import data
 from acp_jax import inputs
@@ -97,7 +98,7 @@ def best_seed(val_accuracy_S: np.ndarray, seed: int | None) -> int:
   if seed is None:
     return int(np.argmax(val_accuracy_S))
   if not 0 <= seed < num_seeds:
-    raise ValueError(f"seed index {seed} is out of range: the run trained {num_seeds} seed(s), "
+    raise UserError(f"seed index {seed} is out of range: the run trained {num_seeds} seed(s), "
                      f"0 to {num_seeds - 1}")
   return seed
 
@@ -122,7 +123,7 @@ def from_run(workdir: epath.PathLike, *, dataset: str | None = None, data_dir: s
   best = checkpoint.load_best(workdir)
   config = best.config
   if dataset is not None and dataset != config.dataset:
-    raise ValueError(f"{workdir} holds a run on {config.dataset}, not {dataset}; use a run of "
+    raise UserError(f"{workdir} holds a run on {config.dataset}, not {dataset}; use a run of "
                      f"{dataset} or leave --config.dataset unset")
   splits = data.load_splits(config.dataset, data_dir or config.data_dir)
   splits = {name: inputs.prepare(split, config) for name, split in splits.items()}
@@ -135,7 +136,7 @@ def from_run(workdir: epath.PathLike, *, dataset: str | None = None, data_dir: s
   shapes = lambda tree, skip: jax.tree.map(lambda x: tuple(x.shape[skip:]), tree)
   if shapes(saved, 1) != shapes({"batch_stats": {}, **expected}, 0):  # without the seed axis
     fields = ", ".join(f"{k}={config[k]}" for k in checkpoint.STATE_FIELDS if k in config)
-    raise ValueError(
+    raise UserError(
         f"the checkpoint in {workdir} does not match its config.json ({fields}): the saved "
         "params have other layers or shapes. Restore the run's config.json, or train again.")
   s = best_seed(best.val_accuracy_S, seed)

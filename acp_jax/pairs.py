@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from acp_jax import UserError
 from acp_jax import data
 from acp_jax import labels
 
@@ -76,13 +77,13 @@ def make_tables(split: data.Split, image_std: Standardizer | None,
 
 
 def check_sampleable(split: data.Split, name: str) -> None:
-  """Raises ValueError unless every image class has music of its own and of another class."""
+  """Raises UserError unless every image class has music of its own and of another class."""
   music_count_C = np.bincount(split.music.labels_N, minlength=len(labels.CLASSES))
   for c in np.unique(split.images.labels_N):
     problem = ("no music of that class" if music_count_C[c] == 0 else
                "only music of that class" if music_count_C[c] == music_count_C.sum() else None)
     if problem:
-      raise ValueError(
+      raise UserError(
           f"the {name} split has images of class {labels.CLASSES[c]!r} but {problem} "
           f"(music per class: {dict(zip(labels.CLASSES, music_count_C.tolist()))}), so "
           "balanced true/false pairs cannot be drawn; use a split with music of every class.")

@@ -21,7 +21,9 @@ import numpy as np
 import optax
 from sklearn.metrics import confusion_matrix
 
+from acp_jax import UserError
 from acp_jax import analysis
+from acp_jax import data
 from acp_jax import inference
 from acp_jax import labels
 from acp_jax import report
@@ -168,44 +170,55 @@ def train_probe(train_X: np.ndarray, train_y: np.ndarray, val_X: np.ndarray, val
   }
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """The probe job (configs/probe.py): emotion probes on a trained run's tower embeddings.
+def probe_model(model: inference.Model, splits: dict[str, data.Split],
+                settings: ml_collections.ConfigDict, out_dir: epath.PathLike
+                ) -> tuple[dict, dict[str, epath.Path]]:
+  """Table 5 probes of one model: (results by probe, figures by caption under out_dir/figures).
 
-  Restores one seed of the best checkpoint in `config.checkpoint_dir`, embeds every
-  split's items, trains an image probe (8 emotions) and a music probe (3 classes) on
-  the training split with early stopping on validation, and tests them. Writes the
-  report (Table 5 filled in, retrieval, figures) and results.json to `workdir`.
-
-  Returns:
-    The results written: the run's own results.json plus `probe` and `retrieval`.
+  Embeds every split's items (prepared as the model reads them), trains an image probe
+  (8 emotions) and a music probe (3 classes) on the training split with early stopping
+  on validation (`settings`: `train_probe`'s keyword arguments), and tests them.
   """
-  if not config.checkpoint_dir:
-    raise ValueError("set --config.checkpoint_dir to the workdir of a trained ACP-Net run")
-  run_dir = epath.Path(config.checkpoint_dir)
-  model, splits = inference.from_run(run_dir, dataset=config.dataset, data_dir=config.data_dir,
-                                     seed=config.seed_index)
   if any(split.images.emotions_N is None for split in splits.values()):
-    raise ValueError(f"{model.config.dataset} has no image emotions to probe for")
+    raise UserError(f"{model.config.dataset} has no image emotions to probe for")
   embedded = {name: model.embed(split) for name, split in splits.items()}
 
   # (tower output, targets of a split, target names) of each probe.
   probes = {"image": (0, lambda split: split.images.emotions_N, labels.EMOTIONS),
             "music": (1, lambda split: split.music.labels_N, labels.CLASSES)}
   results, figures = {}, {}
-  out_dir = epath.Path(workdir) / analysis.FIGURES_DIR
+  figures_dir = epath.Path(out_dir) / analysis.FIGURES_DIR
   for name, (tower, targets, class_names) in probes.items():
     arrays = [a for split in ("train", "validation", "test")
               for a in (embedded[split][tower], targets(splits[split]))]
-    results[name] = train_probe(*arrays, num_classes=len(class_names), **config.probe)
-    curves = out_dir / f"probe_{name}_curves.png"
-    confusion = out_dir / f"probe_{name}_confusion.png"
+    results[name] = train_probe(*arrays, num_classes=len(class_names), **settings)
+    curves = figures_dir / f"probe_{name}_curves.png"
+    confusion = figures_dir / f"probe_{name}_confusion.png"
     report.plot_learning_curves(results[name]["history"], curves, x_key="epoch",
                                 title=f"{name.capitalize()} emotion probe")
     report.plot_confusion(np.array(results[name]["confusion"]), class_names, confusion,
                           f"{name.capitalize()} emotion probe (test)")
     figures[f"{name.capitalize()} probe: learning curves"] = curves
     figures[f"{name.capitalize()} probe: confusion matrix (test)"] = confusion
+  return results, figures
 
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The probe job (configs/probe.py): emotion probes on a trained run's tower embeddings.
+
+  Restores one seed of the best checkpoint in `config.checkpoint_dir` and runs
+  `probe_model` on its dataset's splits. Writes the report (Table 5 filled in,
+  retrieval, figures) and results.json to `workdir`.
+
+  Returns:
+    The results written: the run's own results.json plus `probe` and `retrieval`.
+  """
+  if not config.checkpoint_dir:
+    raise UserError("set --config.checkpoint_dir to the workdir of a trained ACP-Net run")
+  run_dir = epath.Path(config.checkpoint_dir)
+  model, splits = inference.from_run(run_dir, dataset=config.dataset, data_dir=config.data_dir,
+                                     seed=config.seed_index)
+  results, figures = probe_model(model, splits, config.probe, workdir)
   run_results = run_dir / "results.json"
   base = (json.loads(run_results.read_text()) if run_results.exists()
           else {"dataset": model.config.dataset, "model": model.config.model})

@@ -18,6 +18,8 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from acp_jax import MissingInputError
+from acp_jax import UserError
 from acp_jax import data
 from acp_jax import inference
 from acp_jax import inputs
@@ -36,7 +38,7 @@ def _image_embedder(recorded: str, weights_file: str | None) -> inception.ImageE
   """The Inception-V3 the dataset's image features came from, per its metadata."""
   if recorded == "imagenet":
     if not weights_file or not epath.Path(weights_file).exists():
-      raise FileNotFoundError(
+      raise MissingInputError(
           "the dataset's image features come from the Keras ImageNet weights of Inception-V3; "
           "pass the file it was built with: --config.inception_weights=<manual_dir>/"
           "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
@@ -44,7 +46,7 @@ def _image_embedder(recorded: str, weights_file: str | None) -> inception.ImageE
   elif match := _RANDOM_WEIGHTS.fullmatch(recorded):
     variables = inception.random_variables(int(match.group(1)))
   else:
-    raise ValueError(f"the dataset's metadata names unknown Inception weights {recorded!r}; "
+    raise UserError(f"the dataset's metadata names unknown Inception weights {recorded!r}; "
                      "rebuild the dataset")
   # One image: a batch of one per device, not the builder's 64.
   return inception.ImageEmbedder(variables, batch_size=jax.device_count())
@@ -54,13 +56,13 @@ def query_modality(path: epath.PathLike) -> str:
   """'music' or 'image' by the file's extension; raises if it is missing or of another type."""
   path = epath.Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"query file {path} does not exist")
+    raise MissingInputError(f"query file {path} does not exist")
   suffix = path.suffix.lower()
   if suffix in corpus.AUDIO_EXTENSIONS:
     return "music"
   if suffix in corpus.IMAGE_EXTENSIONS:
     return "image"
-  raise ValueError(
+  raise UserError(
       f"{path}: unsupported file type {suffix or '(no extension)'!r}; a query is an image "
       f"({' '.join(sorted(corpus.IMAGE_EXTENSIONS))}) or audio "
       f"({' '.join(sorted(corpus.AUDIO_EXTENSIONS))})")
@@ -79,11 +81,11 @@ def query_features(path: epath.PathLike, builder: tfds.core.DatasetBuilder,
       return modality, music.song_descriptors(path,
                                               music.DescriptorConfig(**metadata["descriptor"]))
     except music.AudioError as e:
-      raise ValueError(f"cannot use {path} as a music query: {e}") from e
+      raise UserError(f"cannot use {path} as a music query: {e}") from e
   cfg = builder.builder_config
   pixels_HxWx3, reason = media.load_image(path, cfg.image_size, cfg.min_image_side)
   if reason:
-    raise ValueError(f"cannot use {path} as an image query: {reason}")
+    raise UserError(f"cannot use {path} as an image query: {reason}")
   embedder = _image_embedder(metadata["inception_weights"], inception_weights)
   return modality, embedder(pixels_HxWx3[None])
 
@@ -116,15 +118,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   for field in ("checkpoint_dir", "query"):
     if not config[field]:
-      raise ValueError(f"set --config.{field} (see configs/retrieve.py)")
+      raise UserError(f"set --config.{field} (see configs/retrieve.py)")
   names = SPLITS if config.split == "all" else (config.split,)
   if not set(names) <= set(SPLITS):
-    raise ValueError(f"config.split must be one of {SPLITS} or 'all', got {config.split!r}")
+    raise UserError(f"config.split must be one of {SPLITS} or 'all', got {config.split!r}")
   query_modality(config.query)  # a missing or unsupported file fails before the restore
   model, splits = inference.from_run(config.checkpoint_dir, dataset=config.dataset,
                                      data_dir=config.data_dir, seed=config.seed_index)
   if inputs.INPUTS[model.config.model] != ("features", "features"):
-    raise ValueError(f"{config.checkpoint_dir} is a {model.config.model!r} run, which reads "
+    raise UserError(f"{config.checkpoint_dir} is a {model.config.model!r} run, which reads "
                      "media; queries by file are for models on the dataset's features "
                      "(configs/acp.py)")
   dataset, data_dir = model.config.dataset, config.data_dir or model.config.data_dir

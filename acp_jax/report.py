@@ -5,12 +5,16 @@ Each plot is its own function writing one PNG (matplotlib, Agg backend), and
 `results.json` in one directory.
 
 Results dict (every accuracy, AUC and retrieval metric a fraction in [0, 1]; any
-value may carry a `<name>_std` sibling, the standard deviation over seeds, shown as
-"mean ± std"):
+value may carry a `<name>_std` sibling, the sample std over seeds, shown as
+"mean ± std", and a `<name>_ci95` one, [low, high], shown after it):
 
   {
     "dataset": "imac/synthetic",        # optional, named in the header
+    "pair_fingerprint": {"test": "3f2a9c0b1d4e", ...},  # optional, shown in the header
+    "degenerate": ["..."],              # optional notes on what is degenerate in the run
     "test_accuracy": 0.62,              # ACP-Net on the fixed test pairs
+    "test_pairs": 200,                  # optional: how many, beside the accuracy
+    "interval": "95% t interval ...",   # optional: what the [low, high] intervals are
     "test_auc": 0.67,
     "val_accuracy": 0.63,               # at the best-validation checkpoint
     "oracle_accuracy": 0.91,            # optional: ceiling from the synthetic cues
@@ -157,10 +161,21 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str | p
 
 def plot_embedding_map(emb_NxD: np.ndarray, labels_N: np.ndarray, class_names: Sequence[str],
                        path: str | pathlib.Path, title: str, *, max_points: int = 3000,
-                       pca_dim: int = 50, perplexity: float = 30.0, seed: int = 0) -> None:
-  """2-D t-SNE (after PCA to `pca_dim`) of at most `max_points` seeded-sampled points."""
+                       pca_dim: int = 50, perplexity: float = 30.0, seed: int = 0) -> str | None:
+  """2-D t-SNE (after PCA to `pca_dim`) of at most `max_points` seeded-sampled points.
+
+  Returns None, or why no map was drawn: embeddings with fewer than 3 distinct rows
+  (a collapsed tower) or non-finite values have no map, and scikit-learn's t-SNE
+  crashes the process on identical points.
+  """
   emb_NxD, labels_N = np.asarray(emb_NxD, np.float32), np.asarray(labels_N)
   total = len(labels_N)
+  if not np.isfinite(emb_NxD).all():
+    return f"{title}: non-finite embeddings; no map"
+  distinct = len(np.unique(emb_NxD, axis=0))
+  if distinct < 3:
+    return (f"{title}: collapsed, {'all' if distinct == 1 else 'only'} {distinct} distinct "
+            f"embedding{'s' * (distinct > 1)} among {total}; no map")
   rng = np.random.default_rng(seed)
   keep = (np.sort(rng.choice(total, max_points, replace=False)) if total > max_points
           else np.arange(total))
@@ -184,6 +199,7 @@ def plot_embedding_map(emb_NxD: np.ndarray, labels_N: np.ndarray, class_names: S
   ax.set_title(f"{title}\nt-SNE, {sampled}")
   ax.legend(frameon=False, markerscale=2.5, fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
   _save(fig, path)
+  return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -297,13 +313,16 @@ def plot_gallery(rows: Sequence[GalleryRow], path: str | pathlib.Path,
 
 
 def _cell(entry: Mapping | None, key: str, *, percent: bool = True) -> str:
-  """`entry[key]` (with `entry[key + '_std']`) as a table cell, or a dash."""
+  """`entry[key]` (with its `_std` and `[_ci95]` if present) as a table cell, or a dash."""
   if not entry or entry.get(key) is None:
     return _DASH
   scale, digits = (100.0, 2) if percent else (1.0, 3)
   text = f"{scale * entry[key]:.{digits}f}"
   if entry.get(f"{key}_std") is not None:
     text += f" ± {scale * entry[f'{key}_std']:.{digits}f}"
+  if entry.get(f"{key}_ci95") is not None:
+    low, high = entry[f"{key}_ci95"]
+    text += f" [{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
   return text
 
 
@@ -332,24 +351,31 @@ def _table4(results: Mapping) -> list[str]:
   models = dict(results.get("models", {}))
   models.setdefault(row_key(results), {k: v for k, v in results.items() if k.startswith("test_")})
   with_auc = any(m.get("test_auc") is not None for m in models.values())
-  header = ["Model", "Paper accuracy (%)", "Ours accuracy (%)"] + (["Ours AUC"] * with_auc)
+  header = (["Model", "Paper accuracy (%)", "Ours accuracy (%)", "Test pairs"]
+            + (["Ours AUC"] * with_auc))
+  count = lambda entry: str(entry["test_pairs"]) if entry and "test_pairs" in entry else _DASH
   paper_rows = [(key, name, f"{paper:.2f}") for key, name, paper in PAPER_TABLE4]
   paper_rows += [(key, _row_name(key), _DASH) for key in models
                  if key not in {k for k, _, _ in PAPER_TABLE4}]
-  rows = [[name, paper, _cell(models.get(key), "test_accuracy")]
+  rows = [[name, paper, _cell(models.get(key), "test_accuracy"), count(models.get(key))]
           + [_cell(models.get(key), "test_auc", percent=False)] * with_auc
           for key, name, paper in paper_rows]
   if results.get("oracle_accuracy") is not None:
-    rows.append(["Oracle ceiling (synthetic cues)", _DASH, _cell(results, "oracle_accuracy")]
-                + [_DASH] * with_auc)
+    rows.append(["Oracle ceiling (synthetic cues)", _DASH, _cell(results, "oracle_accuracy"),
+                 count(results)] + [_DASH] * with_auc)
+  notes = ["Accuracy on the fixed, balanced test pairs."]
+  if any("+" in key for key in models):
+    notes.append("A contrastive model (\"towers, ...\") calls a pair a match when the cosine "
+                 "similarity of its projections exceeds the threshold chosen on the validation "
+                 "pairs.")
+  if results.get("interval"):
+    notes.append(f"[low, high]: {results['interval']}.")
+  if results.get("val_accuracy") is not None:
+    notes.append(f"{_model_name(results)} validation accuracy: {_cell(results, 'val_accuracy')}%"
+                 + (f" on {results['validation_pairs']} pairs." if "validation_pairs" in results
+                    else "."))
   return ["## Affective correspondence (paper Table 4)", "",
-          *_table(header, rows), "",
-          "Accuracy on the fixed, balanced test pairs."
-          + (" A contrastive model (\"towers, ...\") calls a pair a match when the cosine "
-             "similarity of its projections exceeds the threshold chosen on the validation "
-             "pairs." if any("+" in key for key in models) else "")
-          + (f" {_model_name(results)} validation accuracy: {_cell(results, 'val_accuracy')}%."
-             if results.get("val_accuracy") is not None else ""), ""]
+          *_table(header, rows), "", " ".join(notes), ""]
 
 
 def _table5_part(title: str, paper_rows: Sequence[tuple[str, str, float]],
@@ -358,6 +384,8 @@ def _table5_part(title: str, paper_rows: Sequence[tuple[str, str, float]],
   rows = [[name, f"{paper:.1f}", ours.get(key, _DASH)] for key, name, paper in paper_rows]
   rows.insert(1, ["Majority class", _DASH, _cell(probe, "majority")])
   lines = [f"**{title}**", "", *_table(["Method", "Paper accuracy (%)", "Ours accuracy (%)"], rows)]
+  if probe and probe.get("confusion") is not None:
+    lines += ["", f"Ours on {int(np.sum(probe['confusion']))} test items."]
   details = [f"{name} {_cell(probe, key)}%" for key, name in (
       ("test_balanced_accuracy", "balanced test accuracy"), ("val_accuracy", "validation accuracy"))
       if probe and probe.get(key) is not None]
@@ -430,8 +458,14 @@ def write_report(results: Mapping, out_dir: str | pathlib.Path,
   dataset = results.get("dataset")
   lines = [f"# {_model_name(results)} report" + (f": {dataset}" if dataset else ""), "",
            "Paper: Verma, Dhekane, Guha, *Learning affective correspondence between music and "
-           "image*, ICASSP 2019. \"—\" marks a model or entry not run.", "",
-           *_table4(results)]
+           "image*, ICASSP 2019. \"—\" marks a model or entry not run.", ""]
+  if any((results.get("pair_fingerprint") or {}).values()):  # None: a dataset without them
+    lines += ["Fixed pairs: " + ", ".join(f"{split} `{fingerprint}`" for split, fingerprint
+                                          in results["pair_fingerprint"].items())
+              + " (fingerprints of each split's pair list: equal fingerprints, same pairs).", ""]
+  if results.get("degenerate"):
+    lines += ["## Degenerate run", "", *(f"- {note}" for note in results["degenerate"]), ""]
+  lines += _table4(results)
   if results.get("analysed_model"):
     lines += [f"Probes, retrieval and figures are of {results['analysed_model']}.", ""]
   lines += _table5(results)

@@ -13,7 +13,9 @@ pieces it calls come above it in the same order.
   extra cost, but they are never used); the run ends when every seed has stopped.
 * Every random draw of step t of seed s comes from fold_in(key(seed + s), t), and the
   state is the whole of what carries over between steps, so a resumed run repeats
-  an uninterrupted one exactly.
+  an uninterrupted one exactly. Each checkpoint holds the state, the best model and
+  the train metrics not yet logged, committed at once; a resume must keep every config
+  field that can change the result (checkpoint.FREE_FIELDS lists the others).
 """
 
 from collections.abc import Callable
@@ -33,16 +35,20 @@ from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 import optax
+import scipy.stats
 from sklearn.metrics import roc_auc_score
 import tqdm
 
+from acp_jax import UserError
 from acp_jax import analysis
 from acp_jax import checkpoint
 from acp_jax import data
+from acp_jax import inference
 from acp_jax import inputs
 from acp_jax import models
 from acp_jax import objectives
 from acp_jax import pairs
+from acp_jax import probe
 
 
 @flax.struct.dataclass
@@ -62,12 +68,12 @@ class TrainState:
 # ---------------------------------------------------------------------------- mesh
 
 def make_mesh(batch_size: int) -> jax.sharding.Mesh:
-  """A 1-D 'data' mesh over all devices; raises ValueError if the batch does not split."""
+  """A 1-D 'data' mesh over all devices; raises UserError if the batch does not split."""
   num_devices = jax.device_count()
   if batch_size % 2:
-    raise ValueError(f"batch_size must be even (half true, half false pairs), got {batch_size}")
+    raise UserError(f"batch_size must be even (half true, half false pairs), got {batch_size}")
   if batch_size % num_devices:
-    raise ValueError(f"batch_size {batch_size} is not divisible by the {num_devices} devices; "
+    raise UserError(f"batch_size {batch_size} is not divisible by the {num_devices} devices; "
                      f"use a multiple of {num_devices}, e.g. --config.batch_size="
                      f"{max(1, round(batch_size / num_devices)) * num_devices}")
   # Auto axes: XLA carries the batch sharding through the model (GSPMD).
@@ -262,23 +268,32 @@ def all_finite(tree: Any) -> jax.Array:
 # ---------------------------------------------------------------------------- schedule and metrics
 
 class MetricsLog:
-  """TensorBoard (clu) plus `<workdir>/metrics.jsonl`, written by process 0 only."""
+  """`<workdir>/metrics.jsonl` plus TensorBoard (clu), written by process 0 only.
+
+  On a resume the rows past the restored step are dropped (they are about to be
+  recomputed; a half-written last line of a run killed mid-write goes with them),
+  and TensorBoard's event files are rewritten from the rows kept: both then hold
+  exactly the rows of an uninterrupted run, no point twice.
+  """
 
   def __init__(self, workdir: epath.Path, resume_step: int):
     self.active = jax.process_index() == 0
-    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.active)
     self.path = workdir / "metrics.jsonl"
-    if self.active and self.path.exists():
-      # Rows past the restored step are about to be recomputed; a half-written last
-      # line (a run killed mid-write) is dropped with them.
-      kept = []
-      for line in self.path.read_text().splitlines():
+    kept = []
+    if self.active:
+      for line in self.path.read_text().splitlines() if self.path.exists() else ():
         try:
-          if json.loads(line)["step"] <= resume_step:
-            kept.append(line + "\n")
-        except (json.JSONDecodeError, KeyError):
-          pass
-      self.path.write_text("".join(kept))
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        if row.get("step", math.inf) <= resume_step:
+          kept.append(row)
+      self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+      for events in workdir.glob("events.out.tfevents.*"):
+        events.unlink()
+    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.active)
+    for row in kept:
+      self.writer.write_scalars(row["step"], {k: v for k, v in row.items() if k != "step"})
 
   def write(self, step: int, scalars: dict[str, float]) -> None:
     self.writer.write_scalars(step, scalars)
@@ -319,17 +334,24 @@ class Schedule:
 class TrainMetrics:
   """Per-step train metrics still on device, pulled to the host in batches.
 
-  Pulling checks every step's loss (FloatingPointError on NaN/Inf) and writes one
-  row per log point: mean loss and accuracy since the last row, and pairs/s.
+  Pulling checks every step's loss (UserError on NaN/Inf) and writes one
+  row per log point: mean loss and accuracy since the last row, and pairs/s of one
+  model (one seed). The metrics since the last row (`window`) are saved with each
+  checkpoint, so a resumed run's rows are an uninterrupted run's.
   """
 
   def __init__(self, config: ml_collections.ConfigDict, schedule: Schedule, log: MetricsLog,
-               progress: tqdm.tqdm, step: int, where: str):
+               progress: tqdm.tqdm, step: int, where: str, window: dict | None = None):
     self.config, self.schedule, self.log, self.progress = config, schedule, log, progress
     self.where = where  # names the last good checkpoint in errors
     self.pending = []  # (end step, device metrics) of dispatches not pulled yet
-    self.since_log = []
+    self.since_log = [{k: np.asarray(v, np.float32) for k, v in metrics.items()}
+                      for metrics in (window or {}).get("dispatches", [])]
     self.last_log = (step, time.perf_counter())
+
+  def window(self) -> dict:
+    """The pulled metrics not yet written, as JSON (each dispatch's KxS loss and accuracy)."""
+    return {"dispatches": [{k: v.tolist() for k, v in m.items()} for m in self.since_log]}
 
   def add(self, end_step: int, metrics: dict) -> None:
     self.pending.append((end_step, metrics))
@@ -344,19 +366,18 @@ class TrainMetrics:
       if bad_KxS.any():
         k, s = np.argwhere(bad_KxS)[0]
         step = end - self.schedule.steps_per_dispatch + k + 1
-        raise FloatingPointError(
+        raise UserError(
             f"loss is {metrics['loss'][k, s]} at step {step} (seed {self.config.seed + s}); "
             f"stopped. The last good checkpoint is step {last_good_step} in {self.where}. "
             "Lower config.learning_rate or check the input features for NaN/Inf.")
-      self.since_log.append(metrics)
+      self.since_log.append({k: np.asarray(v, np.float32) for k, v in metrics.items()})
       if self.schedule.due(end, self.schedule.log_every):
         self._write(end)
     self.pending.clear()
 
   def _write(self, step: int) -> None:
     now = time.perf_counter()
-    pairs_per_second = ((step - self.last_log[0]) * self.config.batch_size
-                        * self.config.num_seeds / (now - self.last_log[1]))
+    pairs_per_second = (step - self.last_log[0]) * self.config.batch_size / (now - self.last_log[1])
     mean = lambda key: float(np.mean([m[key] for m in self.since_log]))
     self.log.write(step, {"train_loss": mean("loss"), "train_accuracy": mean("accuracy"),
                           "pairs_per_second": pairs_per_second})
@@ -367,44 +388,94 @@ class TrainMetrics:
 
 # ---------------------------------------------------------------------------- checkpoint
 
-def save_checkpoint(ckpts: checkpoint.Checkpoints, state: TrainState, saved_best_step_S: np.ndarray,
-                    standardizers: tuple[pairs.Standardizer | None, pairs.Standardizer | None]
-                    ) -> np.ndarray:
-  """Saves the latest state, and the best params if they changed; returns their steps."""
+def save_checkpoint(ckpts: checkpoint.Checkpoints, state: TrainState,
+                    standardizers: tuple[pairs.Standardizer | None, pairs.Standardizer | None],
+                    train_window: dict) -> None:
+  """Saves the latest state, the best model and the train-metric window as one checkpoint."""
   step = int(state.step)
   if not all_finite(state.params):
-    raise FloatingPointError(f"non-finite params at step {step}; not saved. The last good "
-                             f"checkpoint is step {ckpts.latest_step()}.")
-  best_step_S = np.asarray(state.best_step_S)
-  best = None
-  if (best_step_S != saved_best_step_S).any() or ckpts.best.latest_step() is None:
-    best = checkpoint.best_tree(state.best_params, state.best_batch_stats,
-                                state.best_val_accuracy_S, state.best_step_S, *standardizers)
-  ckpts.save(step, state, best)
-  return best_step_S
+    raise UserError(f"non-finite params at step {step}; not saved. The last good checkpoint "
+                    f"is step {ckpts.latest_step()}. Lower config.learning_rate.")
+  best = checkpoint.best_tree(state.best_params, state.best_batch_stats,
+                              state.best_val_accuracy_S, state.best_step_S, *standardizers)
+  ckpts.save(step, state, best, train_window)
 
 
 # ---------------------------------------------------------------------------- results
 
+def _t_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
+  """The `level` t-distribution interval of the mean of independent `values` (ddof=1)."""
+  half = (scipy.stats.t.ppf(0.5 + level / 2, len(values) - 1)
+          * np.std(values, ddof=1) / math.sqrt(len(values)))
+  return [float(np.mean(values) - half), float(np.mean(values) + half)]
+
+
+def _auc(label_P: np.ndarray, score_P: np.ndarray) -> float | None:
+  """ROC-AUC, None when the pairs hold one label only (AUC is undefined)."""
+  return float(roc_auc_score(label_P, score_P)) if len(np.unique(label_P)) == 2 else None
+
+
+def bootstrap_interval(label_P: np.ndarray, match_prob_P: np.ndarray, num_resamples: int,
+                       seed: int, level: float = 0.95) -> dict[str, list[float] | None]:
+  """Percentile bootstrap over the test pairs: {'test_accuracy', 'test_auc'} intervals."""
+  rng = np.random.default_rng(seed)
+  index_RxP = rng.integers(0, len(label_P), (num_resamples, len(label_P)))
+  correct_P = (match_prob_P > 0.5) == (label_P == 1)
+  accuracy_R = correct_P[index_RxP].mean(axis=1)
+  auc_R = [_auc(label_P[index_P], match_prob_P[index_P]) for index_P in index_RxP]
+  quantiles = lambda x_R: [float(q) for q in np.quantile(x_R, [0.5 - level / 2, 0.5 + level / 2])]
+  auc_R = [a for a in auc_R if a is not None]
+  return {"test_accuracy": quantiles(accuracy_R), "test_auc": quantiles(auc_R) if auc_R else None}
+
+
 def results_of(config: ml_collections.ConfigDict, state: TrainState, test: dict,
-               test_split: data.Split, pairs_per_second: float | None) -> dict[str, Any]:
-  """results.json: each metric's mean over seeds (with `_std` and `per_seed` if several)."""
+               splits: dict[str, data.Split], train_seconds: float | None,
+               steps_trained: int) -> dict[str, Any]:
+  """results.json: each metric's mean over seeds, with error bars and the test set's size.
+
+  Several seeds: `<key>_std` (sample std, ddof=1), `<key>_ci95` (t interval of the mean
+  over seeds) and `per_seed`. One seed: `<key>_ci95` for test accuracy and AUC is a
+  percentile bootstrap over the test pairs. `interval` says which.
+  """
   best_val_S, best_step_S = jax.device_get((state.best_val_accuracy_S, state.best_step_S))
-  label_P = test_split.pairs.labels_P
+  label_P = splits["test"].pairs.labels_P
+  num_seeds = config.num_seeds
   per_seed = [{"test_accuracy": float(test["accuracy"][s]),
-               "test_auc": float(roc_auc_score(label_P, test["match_prob"][s])),
+               "test_auc": _auc(label_P, test["match_prob"][s]),
                "val_accuracy": float(best_val_S[s]),
-               "best_step": int(best_step_S[s])} for s in range(config.num_seeds)]
-  results = {"dataset": config.dataset, "model": config.model, "num_seeds": config.num_seeds,
-             "steps": int(state.step), "pairs_per_second": pairs_per_second}
+               "best_step": int(best_step_S[s])} for s in range(num_seeds)]
+  pairs_per_second = (steps_trained * config.batch_size / train_seconds
+                      if steps_trained else None)
+  results = {"dataset": config.dataset, "model": config.model,
+             "objective": config.get("objective", "correspondence"), "num_seeds": num_seeds,
+             "steps": int(state.step), "test_pairs": len(label_P),
+             "validation_pairs": len(splits["validation"].pairs.labels_P),
+             "pair_fingerprint": {name: split.fingerprint for name, split in splits.items()},
+             # Of one model (one seed); the seeds train at once, together all_seeds.
+             "pairs_per_second": pairs_per_second,
+             "pairs_per_second_all_seeds": pairs_per_second and pairs_per_second * num_seeds}
   for key in per_seed[0]:
     values = [row[key] for row in per_seed]
-    results[key] = values[0] if config.num_seeds == 1 else float(np.mean(values))
-    if config.num_seeds > 1:
-      results[f"{key}_std"] = float(np.std(values))
-  if config.num_seeds > 1:
+    if None in values:
+      results[key] = None
+      continue
+    results[key] = values[0] if num_seeds == 1 else float(np.mean(values))
+    if num_seeds > 1:
+      results[f"{key}_std"] = float(np.std(values, ddof=1))
+      if key != "best_step":
+        results[f"{key}_ci95"] = _t_interval(np.asarray(values))
+  if num_seeds > 1:
+    results["interval"] = (f"95% t interval of the mean over {num_seeds} seeds; ± is the "
+                           "sample std (ddof=1)")
     results["per_seed"] = per_seed
-  oracle = pairs.oracle_accuracy(test_split)
+  else:
+    resamples = config.report.bootstrap_resamples
+    for key, interval in bootstrap_interval(label_P, test["match_prob"][0], resamples,
+                                            config.seed).items():
+      results[f"{key}_ci95"] = interval
+    results["interval"] = (f"95% percentile bootstrap over the {len(label_P)} test pairs "
+                           f"({resamples} resamples); one seed")
+  oracle = pairs.oracle_accuracy(splits["test"])
   if oracle is not None:
     results["oracle_accuracy"] = oracle
   return results
@@ -415,10 +486,15 @@ def summary(results: dict[str, Any], workdir: epath.Path) -> str:
   spread = lambda key: (f"{results[key]:.3f} ± {results[key + '_std']:.3f}"
                         if key + "_std" in results else f"{results[key]:.3f}")
   line = f"{results['model']} on {results['dataset']}: test accuracy {spread('test_accuracy')}"
+  if results.get("test_accuracy_ci95"):
+    line += " (95% CI {:.3f}-{:.3f})".format(*results["test_accuracy_ci95"])
+  if "test_pairs" in results:
+    line += f" on {results['test_pairs']} test pairs"
   if "oracle_accuracy" in results:
-    line += (f" (oracle {results['oracle_accuracy']:.3f}: "
-             f"{results['test_accuracy'] / results['oracle_accuracy']:.2f} x)")
-  line += f", AUC {spread('test_auc')}"
+    line += (f", oracle {results['oracle_accuracy']:.3f}: "
+             f"{results['test_accuracy'] / results['oracle_accuracy']:.2f} x")
+  if results.get("test_auc") is not None:
+    line += f", AUC {spread('test_auc')}"
   return f"{line}\nresults: {workdir / 'results.json'}\nreport:  {workdir / 'report.md'}"
 
 
@@ -472,10 +548,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   # Checkpoint: resume from the latest one if there is one.
   ckpts = checkpoint.Checkpoints(workdir)
+  train_window = None
   if ckpts.latest_step() is not None:
-    state = ckpts.restore_latest(abstract_state)
+    state, train_window = ckpts.restore_latest(abstract_state)
   step = start_step = int(state.step)
-  saved_best_step_S = np.asarray(state.best_step_S)
   stopped = not (np.asarray(state.evals_since_best_S) < config.patience).any()
 
   # Loop: a dispatch's metrics are pulled after the next dispatch is queued, except at
@@ -483,7 +559,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   log = MetricsLog(workdir, resume_step=step)
   progress = tqdm.tqdm(total=schedule.num_steps, initial=step, unit="step",
                        disable=jax.process_index() != 0)
-  train_metrics = TrainMetrics(config, schedule, log, progress, step, str(workdir))
+  train_metrics = TrainMetrics(config, schedule, log, progress, step, str(workdir), train_window)
   start_time = time.perf_counter()
   try:
     while step < schedule.num_steps and not stopped:
@@ -503,7 +579,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                          "val_accuracy": float(np.mean(val["accuracy"]))})
         stopped = not (np.asarray(state.evals_since_best_S) < config.patience).any()
       if saving or stopped:
-        saved_best_step_S = save_checkpoint(ckpts, state, saved_best_step_S, standardizers)
+        save_checkpoint(ckpts, state, standardizers, train_metrics.window())
     train_metrics.pull(ckpts.latest_step())
     train_seconds = time.perf_counter() - start_time
   finally:
@@ -514,15 +590,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # Results: every seed's best params on the fixed test pairs.
   test = jax.device_get(evaluate(state.best_params, tables["test"], fixed["test"],
                                  state.best_batch_stats))
-  pairs_per_second = ((step - start_step) * config.batch_size * config.num_seeds / train_seconds
-                      if step > start_step else None)
-  results = results_of(config, state, test, splits["test"], pairs_per_second)
+  results = results_of(config, state, test, splits, train_seconds, step - start_step)
   if jax.process_index() == 0:
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    # Report: rewrites results.json with retrieval added (the plain one stays if it fails).
-    best_variables = {"params": state.best_params, "batch_stats": state.best_batch_stats}
-    results = analysis.report_training_run(config, workdir, results, model, best_variables,
-                                           state.best_val_accuracy_S, splits["test"],
-                                           standardizers)
+    # Report: rewrites results.json with retrieval (and the probes) added; the plain one
+    # stays if it fails.
+    models_S = analysis.seed_models(config, model, {"params": state.best_params,
+                                                    "batch_stats": state.best_batch_stats},
+                                    state.best_val_accuracy_S, standardizers)
+    best = models_S[inference.best_seed(np.asarray([m.val_accuracy for m in models_S]), None)]
+    figures = {}
+    if config.report.probes:
+      results["probe"], figures = probe.probe_model(best, splits, config.report.probe, workdir)
+    results = analysis.report_run(results, workdir, run_dir=workdir, model=best,
+                                  test=splits["test"], options=config.report,
+                                  data_dir=config.data_dir, figures=figures,
+                                  seed_models=models_S)
     print(summary(results, workdir))
   return results

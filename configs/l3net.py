@@ -33,6 +33,7 @@ Any field can be overridden, e.g. `--config.image_size=64`.
 
 import ml_collections
 
+from acp_jax import UserError
 from configs import acp
 
 
@@ -43,7 +44,7 @@ def media_config(arg: str | None, name: str) -> ml_collections.ConfigDict:
   for `arg='synthetic'` a CPU-sized run on `imac/synthetic_media`.
   """
   if arg not in (None, "synthetic"):
-    raise ValueError(f"unknown config argument {arg!r}; use configs/{name}.py or "
+    raise UserError(f"unknown config argument {arg!r}; use configs/{name}.py or "
                      f"configs/{name}.py:synthetic")
   config = acp.get_config(arg)
   config.dataset = "imac/synthetic_media" if arg else "imac/media"  # pixels, waveforms, features

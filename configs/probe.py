@@ -17,13 +17,14 @@ paper reports 40.4% (images, 8 classes) and 63.56% (music, 3 classes) on IMAC.
 
 import ml_collections
 
+from acp_jax import UserError
 from configs import acp
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The probe job; no variants."""
   if arg is not None:
-    raise ValueError(f"configs/probe.py takes no argument, got {arg!r}")
+    raise UserError(f"configs/probe.py takes no argument, got {arg!r}")
   config = ml_collections.ConfigDict()
   config.job = "probe"                  # launch.py runs probe.run
   # The trained run's workdir (required). A placeholder, so that the flag can set it.
@@ -33,15 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed_index = ml_collections.config_dict.placeholder(int)  # None: best validation seed
 
   # MLP probe (acp_jax/probe.py, train_probe), the same for images and music.
-  config.probe = ml_collections.ConfigDict()
-  config.probe.hidden = (512, 32)       # hidden widths (paper, music; images unstated)
-  config.probe.learning_rate = 1e-3     # Adam
-  config.probe.epochs = 200             # at most
-  config.probe.batch_size = 64          # examples per step (capped at the training set)
-  config.probe.dropout = 0.5            # after each hidden layer
-  config.probe.weight_decay = 1e-4      # decoupled (AdamW)
-  config.probe.patience = 20            # epochs without a better validation accuracy
-  config.probe.seed = 0                 # initialisation, shuffling, dropout
+  config.probe = acp.probe_settings()
 
   config.report = acp.report_config()
   return config

@@ -8,13 +8,17 @@ random (as in the synthetic corpus), so the oracle accuracy is known and below 1
 As a script, trains on fake splits in a fresh process (for the kill/resume,
 multi-device and multi-process tests):
 
-  python tests/fakes.py CONFIG_JSON WORKDIR
+  [FAKES_KILL_AT=MOMENT] python tests/fakes.py CONFIG_JSON WORKDIR
+
+MOMENT (see `kill_at`) makes the process SIGKILL itself there.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
+import signal
 import sys
 import tempfile
 
@@ -87,7 +91,11 @@ def make_splits(seed: int = 0, *, signal: float = 0.3, label_noise: float = 0.1,
   for name, (num_images, num_music, num_pairs) in (sizes or SIZES).items():
     images = _items(rng, f"{name}/img", num_images, image_means_CxD, label_noise, True)
     music = _items(rng, f"{name}/mus", num_music, music_means_CxD, label_noise, False)
-    splits[name] = data.Split(images, music, _pairs(rng, images, music, num_pairs))
+    fixed = _pairs(rng, images, music, num_pairs)
+    ids = [(images.ids[i], music.ids[m], int(y))
+           for i, m, y in zip(fixed.image_P, fixed.music_P, fixed.labels_P)]
+    fingerprint = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:12]
+    splits[name] = data.Split(images, music, fixed, fingerprint)
   return splits
 
 
@@ -127,6 +135,7 @@ def small_config(**overrides) -> ml_collections.ConfigDict:
   config.log_every_steps = 4
   config.eval_every_epochs = 0.25       # every 6 steps
   config.checkpoint_every_epochs = 0.5  # every 12 steps
+  config.report.probes = False          # tests that want Table 5 turn it on
   config.update(overrides)
   return config
 
@@ -136,7 +145,7 @@ def small_media_config(model: str, **overrides) -> ml_collections.ConfigDict:
   config = {"l3net": l3net, "spectrogram_acp": spectrogram_acp}[model].get_config("synthetic")
   shrunk = small_config()
   for key in ("batch_size", "num_epochs", "num_seeds", "steps_per_dispatch", "log_every_steps",
-              "eval_every_epochs", "checkpoint_every_epochs"):
+              "eval_every_epochs", "checkpoint_every_epochs", "report"):
     config[key] = shrunk[key]
   config.spectrogram.num_mel_bins = 8
   config.music_channels = (4, 8)
@@ -151,11 +160,40 @@ def small_media_config(model: str, **overrides) -> ml_collections.ConfigDict:
   return config
 
 
+def kill_at(moment: str) -> None:
+  """Makes this process SIGKILL itself at `moment`.
+
+  'saving:STEP': as soon as the checkpoint of STEP is being written (orbax commits it
+  in the background); 'saved:STEP': once it is committed; 'results': when the run is
+  about to compute results.json.
+  """
+  from acp_jax import checkpoint
+  from acp_jax import train
+
+  kill = lambda *_, **__: os.kill(os.getpid(), signal.SIGKILL)
+  what, _, step = moment.partition(":")
+  if what == "results":
+    train.results_of = kill
+    return
+  save = checkpoint.Checkpoints.save
+
+  def save_then_kill(self, save_step, *args):
+    save(self, save_step, *args)
+    if save_step == int(step):
+      if what == "saved":
+        self.manager.wait_until_finished()
+      kill()
+
+  checkpoint.Checkpoints.save = save_then_kill
+
+
 def main(config_json: str, workdir: str) -> None:
   # Imported here: launch defines absl flags on import, which only the driver wants.
   import launch
   from acp_jax import train
 
+  if "FAKES_KILL_AT" in os.environ:
+    kill_at(os.environ["FAKES_KILL_AT"])
   launch.maybe_initialize_distributed()
   config = ml_collections.ConfigDict(json.loads(pathlib.Path(config_json).read_text()))
   train.train_and_evaluate(config, workdir, splits=make_splits())

@@ -15,8 +15,12 @@ def _fake_results() -> dict:
   music_labels, image_labels = rng.integers(0, 3, 12), rng.integers(0, 3, 40)
   score_MxI = rng.uniform(size=(12, 40)) + 0.3 * (music_labels[:, None] == image_labels)
   return {
-      "dataset": "imac/synthetic",
-      "test_accuracy": 0.6412, "test_accuracy_std": 0.0071, "test_auc": 0.7034,
+      "dataset": "imac/synthetic", "pair_fingerprint": {"validation": "a1b2c3d4e5f6",
+                                                        "test": "0123456789ab"},
+      "test_accuracy": 0.6412, "test_accuracy_std": 0.0071,
+      "test_accuracy_ci95": [0.5774, 0.7050], "test_pairs": 200, "validation_pairs": 100,
+      "interval": "95% t interval of the mean over 3 seeds; ± is the sample std (ddof=1)",
+      "test_auc": 0.7034,
       "val_accuracy": 0.6521, "oracle_accuracy": 0.9012,
       "models": {"spectrogram_acp": {"test_accuracy": 0.5733, "test_auc": 0.6012}},
       "probe": {
@@ -90,11 +94,16 @@ def test_report_has_paper_tables(figures, tmp_path):
   results = _fake_results()
   path = report.write_report(results, tmp_path / "run", figures)
   text = path.read_text()
-  # Table 4: paper numbers, ours with std, a dash for a model not run, the oracle.
-  assert "| ACP-Net (proposed) | 61.67 | 64.12 ± 0.71 | 0.703 |" in text
-  assert "| Spectrogram-ACP | 55.84 | 57.33 | 0.601 |" in text
-  assert "| L³-Net [13] | 57.17 | — | — |" in text
-  assert "| Oracle ceiling (synthetic cues) | — | 90.12 | — |" in text
+  # Table 4: paper numbers, ours with std, interval and test-set size, a dash for a
+  # model not run, the oracle.
+  assert "| ACP-Net (proposed) | 61.67 | 64.12 ± 0.71 [57.74, 70.50] | 200 | 0.703 |" in text
+  assert "| Spectrogram-ACP | 55.84 | 57.33 | — | 0.601 |" in text
+  assert "| L³-Net [13] | 57.17 | — | — | — |" in text
+  assert "| Oracle ceiling (synthetic cues) | — | 90.12 | 200 | — |" in text
+  assert ("[low, high]: 95% t interval of the mean over 3 seeds; ± is the sample std (ddof=1). "
+          "ACP-Net validation accuracy: 65.21% on 100 pairs.") in text
+  assert "Fixed pairs: validation `a1b2c3d4e5f6`, test `0123456789ab`" in text
+  assert "Degenerate" not in text
   # Table 5: every paper row, ours beside the MLP and chance.
   for row in ("| Random | 12.5 | 12.50 |", "| Art-based emotion features [26] | 46.5 | — |",
               "| AlexNet [27] | 58.6 | — |", "| ACP-Net features + MLP | 40.4 | 42.13 |",
@@ -103,6 +112,7 @@ def test_report_has_paper_tables(figures, tmp_path):
     assert row in text, row
   assert ("MLP probe: balanced test accuracy 40.11%, validation accuracy 43.00%, "
           "best epoch 12 of 17.") in text
+  assert f"Ours on {results['probe']['music']['confusion'].sum()} test items." in text
   # Retrieval: both directions, ours and chance.
   assert "| Query → key |  | P@1 | P@5 | P@10 | mAP | MRR |" in text
   assert "| music → image | ACP-Net |" in text and "| image → music | ACP-Net |" in text
@@ -115,7 +125,7 @@ def test_report_has_paper_tables(figures, tmp_path):
 
 def test_report_without_optional_entries(tmp_path):
   text = report.write_report({"test_accuracy": 0.6}, tmp_path, {}).read_text()
-  assert "| ACP-Net (proposed) | 61.67 | 60.00 |" in text
+  assert "| ACP-Net (proposed) | 61.67 | 60.00 | — |" in text
   assert "| ACP-Net features + MLP | 40.4 | — |" in text
   assert "Cross-modal retrieval" not in text and "Oracle" not in text
 
@@ -147,3 +157,17 @@ def test_report_sets_objectives_side_by_side(tmp_path):
   assert "| music → image | ACP-Net | 70.00 |" in text
   assert f"|  | ACP-Net towers, SupCon (Emo-CLIM) | {p_at_1:.2f} ± 5.00 |" in text
   assert "Queries: music → image 12, image → music 40." in text
+
+
+def test_collapsed_embeddings_get_a_note_instead_of_a_map(tmp_path):
+  # scikit-learn's t-SNE dies with a segmentation fault on identical points.
+  labels_N = np.arange(30) % 3
+  for emb_NxD, note in ((np.ones((30, 16)), "collapsed, all 1 distinct embedding among 30"),
+                        (np.repeat(np.eye(2, 16), 15, 0), "collapsed, only 2 distinct embeddings"),
+                        (np.full((30, 16), np.nan), "non-finite embeddings")):
+    skipped = report.plot_embedding_map(emb_NxD, labels_N, labels.CLASSES, tmp_path / "map.png",
+                                        "Music tower embeddings", seed=0)
+    assert note in skipped and not (tmp_path / "map.png").exists()
+  text = report.write_report({"test_accuracy": 0.5, "degenerate": [skipped]}, tmp_path,
+                             {}).read_text()
+  assert f"## Degenerate run\n\n- {skipped}" in text

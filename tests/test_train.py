@@ -6,9 +6,11 @@ import json
 from etils import epath
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import fakes
+from acp_jax import UserError
 from acp_jax import checkpoint
 from acp_jax import models
 from acp_jax import pairs
@@ -34,8 +36,15 @@ def test_outputs_and_best_checkpoint(tmp_path, splits):
     assert 0 <= results[key] <= 1
   assert results["steps"] == 22 and 0 < results["best_step"] <= 22
   assert results["pairs_per_second"] > 0
+  assert results["pairs_per_second_all_seeds"] == results["pairs_per_second"]
   assert results["oracle_accuracy"] == pairs.oracle_accuracy(splits["test"])
+  assert results["test_pairs"] == 200 and results["validation_pairs"] == 100
+  assert results["pair_fingerprint"] == {name: s.fingerprint for name, s in splits.items()}
   assert "per_seed" not in results and "test_accuracy_std" not in results
+  # One seed: a bootstrap interval over the test pairs.
+  low, high = results["test_accuracy_ci95"]
+  assert low < results["test_accuracy"] < high and 0.05 < high - low < 0.2
+  assert "bootstrap over the 200 test pairs" in results["interval"]
   assert [r["step"] for r in _rows(tmp_path, "train_loss")] == [4, 8, 12, 16, 20, 22]
   assert [r["step"] for r in _rows(tmp_path, "val_accuracy")] == [6, 12, 18, 22]
   assert max(r["val_accuracy"] for r in _rows(tmp_path, "val_accuracy")) == results["val_accuracy"]
@@ -58,7 +67,8 @@ def test_rerun_resumes_instead_of_retraining(tmp_path, splits):
   rows = (tmp_path / "metrics.jsonl").read_text()
   again = train.train_and_evaluate(config, str(tmp_path), splits=splits)
   assert again["pairs_per_second"] is None  # nothing left to train
-  assert {**again, "pairs_per_second": 0} == {**first, "pairs_per_second": 0}
+  timing = {"pairs_per_second": 0, "pairs_per_second_all_seeds": 0}
+  assert {**again, **timing} == {**first, **timing}
   assert (tmp_path / "metrics.jsonl").read_text() == rows
   # A longer budget continues from the last step.
   config.num_epochs = 2
@@ -68,11 +78,45 @@ def test_rerun_resumes_instead_of_retraining(tmp_path, splits):
   assert steps == sorted(set(steps)) and steps[-1] == 44
 
 
-def test_changed_architecture_is_refused(tmp_path, splits):
+def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, splits, monkeypatch):
+  config = fakes.small_config(num_epochs=2, patience=100, log_every_steps=10)
+  whole = train.train_and_evaluate(config, str(tmp_path / "whole"), splits=splits)
+
+  save = checkpoint.Checkpoints.save
+
+  def save_then_stop(self, step, *args):
+    save(self, step, *args)
+    if step == 24:  # mid-way through a log window (rows at 10, 20, 30)
+      raise KeyboardInterrupt
+
+  monkeypatch.setattr(checkpoint.Checkpoints, "save", save_then_stop)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, str(tmp_path / "parts"), splits=splits)
+  monkeypatch.undo()
+  resumed = train.train_and_evaluate(config, str(tmp_path / "parts"), splits=splits)
+
+  timing = {"pairs_per_second": 0, "pairs_per_second_all_seeds": 0}
+  assert {**resumed, **timing} == {**whole, **timing}
+  without_timing = lambda workdir: [{k: v for k, v in row.items() if k != "pairs_per_second"}
+                                    for row in _rows(workdir, "step")]
+  assert without_timing(tmp_path / "parts") == without_timing(tmp_path / "whole")
+
+
+def test_resume_refuses_every_field_that_changes_the_result(tmp_path, splits):
   train.train_and_evaluate(fakes.small_config(), str(tmp_path), splits=splits)
-  with pytest.raises(ValueError, match="other fusion_widths.*new --workdir"):
-    train.train_and_evaluate(fakes.small_config(fusion_widths=(8, 8, 8)), str(tmp_path),
-                             splits=splits)
+  saved = (tmp_path / "config.json").read_text()
+  changed = fakes.small_config(seed=1, learning_rate=0.01, fusion_widths=(8, 8, 8))
+  changed.report.probe.seed = 3  # the closing report's: may differ
+  with pytest.raises(UserError, match=r"other fusion_widths, learning_rate, seed \(fusion_widths: "
+                     r"\[16, 8, 8\] there, \[8, 8, 8\] here; learning_rate: 0.001 there, 0.01 "
+                     r"here; seed: 0 there, 1 here\).*new --workdir"):
+    train.train_and_evaluate(changed, str(tmp_path), splits=splits)
+  assert (tmp_path / "config.json").read_text() == saved
+  # Cadences, the report and the data's location cannot change the result.
+  free = fakes.small_config(log_every_steps=8, checkpoint_every_epochs=1.0, data_dir="/elsewhere")
+  free.report.map_points = 10
+  train.train_and_evaluate(free, str(tmp_path), splits=splits)
+  assert json.loads((tmp_path / "config.json").read_text())["log_every_steps"] == 8
 
 
 def test_seeds_train_at_once(tmp_path, splits):
@@ -82,8 +126,14 @@ def test_seeds_train_at_once(tmp_path, splits):
   for key in ("test_accuracy", "test_auc", "val_accuracy", "best_step"):
     values = [row[key] for row in results["per_seed"]]
     assert results[key] == pytest.approx(np.mean(values))
-    assert results[f"{key}_std"] == pytest.approx(np.std(values))
+    assert results[f"{key}_std"] == pytest.approx(np.std(values, ddof=1))
+  # 95% t interval of the mean of 2 seeds: mean ± 12.71 std / sqrt(2).
+  half = 12.706 * results["test_accuracy_std"] / np.sqrt(2)
+  assert results["test_accuracy_ci95"] == pytest.approx(
+      [results["test_accuracy"] - half, results["test_accuracy"] + half], abs=1e-4)
+  assert results["interval"].startswith("95% t interval of the mean over 2 seeds")
   assert results["num_seeds"] == 2 and results["oracle_accuracy"] > 0.5
+  assert results["pairs_per_second_all_seeds"] == pytest.approx(2 * results["pairs_per_second"])
   # Seed s of a run is the run of seed + s.
   alone = train.train_and_evaluate(fakes.small_config(seed=4), str(tmp_path / "one"),
                                    splits=splits)
@@ -104,13 +154,17 @@ def test_early_stopping_ends_the_run(tmp_path, splits):
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, splits):
   train.train_and_evaluate(fakes.small_config(), str(tmp_path), splits=splits)
-  with pytest.raises(FloatingPointError,
-                     match=r"loss is .* at step \d+ .*last good checkpoint is step 22"):
-    train.train_and_evaluate(fakes.small_config(num_epochs=3, learning_rate=1e9), str(tmp_path),
-                             splits=splits)
+  # A longer budget on training features gone bad: the first new step's loss is NaN.
+  train_split = splits["train"]
+  bad = {**splits, "train": dataclasses.replace(train_split, images=dataclasses.replace(
+      train_split.images, features_NxD=np.full_like(train_split.images.features_NxD, np.nan)))}
+  with pytest.raises(UserError,
+                     match=r"loss is nan at step 23 .*last good checkpoint is step 22"):
+    train.train_and_evaluate(fakes.small_config(num_epochs=3), str(tmp_path), splits=bad)
   manager = checkpoint.Checkpoints(tmp_path)
-  assert manager.latest_step() >= 22
-  params = manager.latest.restore(manager.latest_step())["params"]
+  assert manager.latest_step() == 22
+  params = manager.manager.restore(22, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore())).state["params"]
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
   manager.close()
   assert all(np.isfinite(r["train_loss"]) for r in _rows(tmp_path, "train_loss"))
@@ -121,9 +175,9 @@ def test_nan_features_fail_at_the_first_step_without_saving(tmp_path, splits):
   features_NxD[5, 7] = np.nan
   images = dataclasses.replace(splits["train"].images, features_NxD=features_NxD)
   broken = {**splits, "train": dataclasses.replace(splits["train"], images=images)}
-  with pytest.raises(FloatingPointError, match="at step 1 .*check the input features"):
+  with pytest.raises(UserError, match="at step 1 .*check the input features"):
     train.train_and_evaluate(fakes.small_config(), str(tmp_path), splits=broken)
-  assert not list((tmp_path / "checkpoints" / "latest").iterdir())
+  assert not list((tmp_path / "checkpoints").iterdir())
 
 
 def test_no_recompiles_as_training_goes_on(tmp_path, splits):
@@ -145,7 +199,33 @@ def test_summary_gives_the_ratio_to_the_oracle_and_the_paths():
   results = {"model": "acp", "dataset": "imac/synthetic", "test_accuracy": 0.8,
              "test_accuracy_std": 0.01, "test_auc": 0.9, "oracle_accuracy": 0.9}
   text = train.summary(results, epath.Path("/runs/a"))
-  assert "test accuracy 0.800 ± 0.010 (oracle 0.900: 0.89 x)" in text
+  assert "test accuracy 0.800 ± 0.010, oracle 0.900: 0.89 x" in text
+  results.update(test_accuracy_ci95=[0.7, 0.9], test_pairs=200)
+  assert "0.800 ± 0.010 (95% CI 0.700-0.900) on 200 test pairs" in train.summary(
+      results, epath.Path("/runs/a"))
   assert "/runs/a/results.json" in text and "/runs/a/report.md" in text
   del results["oracle_accuracy"]
   assert "oracle" not in train.summary(results, epath.Path("/runs/a"))
+
+
+def test_a_degenerate_run_ends_in_a_report_that_says_so(tmp_path, splits):
+  # Constant music features collapse the music tower (every embedding equal, where
+  # t-SNE would crash the process); test pairs of one label leave AUC undefined.
+  constant = {name: dataclasses.replace(split, music=dataclasses.replace(
+      split.music, features_NxD=np.ones_like(split.music.features_NxD)))
+      for name, split in splits.items()}
+  test = constant["test"]
+  true_P = test.pairs.labels_P == 1
+  constant["test"] = dataclasses.replace(test, pairs=dataclasses.replace(
+      test.pairs, image_P=test.pairs.image_P[true_P], music_P=test.pairs.music_P[true_P],
+      labels_P=test.pairs.labels_P[true_P]))
+  results = train.train_and_evaluate(fakes.small_config(), str(tmp_path), splits=constant)
+
+  assert results["test_auc"] is None and results["test_pairs"] == 100
+  notes = "\n".join(results["degenerate"])
+  assert "Music tower embeddings (test): collapsed, all 1 distinct embedding among 40" in notes
+  assert "the 100 test pairs are all true correspondences: AUC is undefined" in notes
+  report = (tmp_path / "report.md").read_text()
+  assert "## Degenerate run" in report and "collapsed" in report
+  assert not (tmp_path / "figures" / "embedding_map_music.png").exists()
+  assert (tmp_path / "figures" / "embedding_map_image.png").exists()

@@ -9,14 +9,19 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
 import fakes
+from acp_jax import checkpoint
+from acp_jax import models
+from acp_jax import pairs
 from acp_jax import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Wall-clock figures differ between runs; everything else must not.
-TIMING_KEYS = ("pairs_per_second",)
+TIMING_KEYS = ("pairs_per_second", "pairs_per_second_all_seeds")
 
 
 def _env(**extra) -> dict[str, str]:
@@ -68,24 +73,53 @@ def _assert_same(actual, expected, tol: float) -> None:
   _assert_close(actual[1], expected[1], tol, "metrics")
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path):
-  # Long enough (~220 steps, a checkpoint every 12) that the kill lands mid-run.
-  config = fakes.small_config(num_epochs=10, patience=100)
-  train.train_and_evaluate(config, str(tmp_path / "reference"), splits=fakes.make_splits())
+def _scalars(workdir: pathlib.Path) -> list[tuple[int, str, float]]:
+  """Every TensorBoard scalar of a run but the wall-clock ones, as (step, tag, value)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  points = []
+  for path in workdir.glob("events.out.tfevents.*"):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      points += [(event.step, v.tag, float(tf.make_ndarray(v.tensor))) for v in event.summary.value
+                 if v.tag not in TIMING_KEYS]
+  return sorted(points)
+
+
+def test_run_killed_at_several_moments_resumes_to_the_same_result(tmp_path):
+  # 88 steps, 2 seeds, a checkpoint every 12 steps.
+  config = fakes.small_config(num_epochs=4, patience=100, num_seeds=2)
+  reference = tmp_path / "reference"
+  train.train_and_evaluate(config, str(reference), splits=fakes.make_splits())
 
   workdir = tmp_path / "killed"
-  process = _start(config, workdir)
-  latest = workdir / "checkpoints" / "latest"
-  deadline = time.monotonic() + 240
-  while not (latest.exists() and any(p.name.isdigit() for p in latest.iterdir())):
-    assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-    time.sleep(0.01)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert not (workdir / "results.json").exists(), "the run ended before the kill; lengthen it"
-
+  for moment in ("saving:24", "saved:48", "results"):
+    process = _start(config, workdir, FAKES_KILL_AT=moment)
+    assert process.wait(timeout=300) == -signal.SIGKILL, (
+        workdir.parent / f"{workdir.name}.log").read_text()[-3000:]
+    assert not (workdir / "results.json").exists()
+    if moment == "saving:24":
+      # Killed mid-save: the checkpoint of step 24 was left half-written.
+      assert list((workdir / "checkpoints").glob("24.orbax-checkpoint-tmp*")), moment
   _finish(_start(config, workdir), workdir)
-  _assert_same(_outcome(workdir), _outcome(tmp_path / "reference"), tol=1e-6)
+
+  _assert_same(_outcome(workdir), _outcome(reference), tol=1e-6)
+  scalars, expected_scalars = _scalars(workdir), _scalars(reference)
+  assert [point[:2] for point in scalars] == [point[:2] for point in expected_scalars]
+  assert [point[2] for point in scalars] == pytest.approx([point[2] for point in expected_scalars],
+                                                          rel=1e-6)
+  # What probes and retrieval load is what results.json reports, seed by seed.
+  results = json.loads((workdir / "results.json").read_text())
+  best, expected = checkpoint.load_best(workdir), checkpoint.load_best(reference)
+  assert best.step_S.tolist() == [row["best_step"] for row in results["per_seed"]]
+  for s, row in enumerate(results["per_seed"]):
+    for leaf, want in zip(jax.tree.leaves(best.seed_params(s)),
+                          jax.tree.leaves(expected.seed_params(s))):
+      np.testing.assert_allclose(leaf, want, rtol=1e-6, atol=1e-7)
+  split = fakes.make_splits()["test"]
+  tables = pairs.make_tables(split, best.image_standardizer, best.music_standardizer)
+  test = train.make_evaluate(models.create_model(best.config))(best.params, tables,
+                                                               train.fixed_pairs(split))
+  assert np.asarray(test["accuracy"]).tolist() == pytest.approx(
+      [row["test_accuracy"] for row in results["per_seed"]])
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +160,13 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
 def test_batch_not_divisible_by_devices_is_explained():
   result = _python("from acp_jax import train; train.make_mesh(6)",
                    XLA_FLAGS="--xla_force_host_platform_device_count=4")
-  assert "ValueError: batch_size 6 is not divisible by the 4 devices" in result.stderr
+  assert "UserError: batch_size 6 is not divisible by the 4 devices" in result.stderr
   assert "--config.batch_size=8" in result.stderr
 
 
-def _launch(tmp_path, *flags) -> subprocess.CompletedProcess:
+def _launch(tmp_path, *flags, **env) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "launch.py", f"--workdir={tmp_path / 'run'}", *flags],
-                        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+                        cwd=REPO, env=_env(**env), capture_output=True, text=True, timeout=120)
 
 
 def test_launch_applies_overrides_and_reports_errors_briefly(tmp_path):
@@ -142,8 +176,22 @@ def test_launch_applies_overrides_and_reports_errors_briefly(tmp_path):
   assert "Traceback" not in result.stderr
 
 
+def test_launch_shows_the_traceback_of_other_errors(tmp_path):
+  # Any error but a UserError is a bug: the traceback says where it happened.
+  result = _python(
+      "import sys, launch\nfrom absl import app\n"
+      "def job(config, workdir): raise ValueError('an internal bug')\n"
+      "launch.JOBS['train'] = job\n"
+      f"sys.argv = ['launch.py', '--config=configs/acp.py', '--workdir={tmp_path}']\n"
+      "app.run(launch.main)")
+  assert result.returncode != 0
+  assert "Traceback" in result.stderr and "ValueError: an internal bug" in result.stderr
+
+
 def test_launch_without_imac_says_how_to_get_it(tmp_path):
   result = _launch(tmp_path, "--config=configs/acp.py", f"--config.data_dir={tmp_path / 'tfds'}")
   assert result.returncode != 0
   assert "tfds build" in result.stderr and "configs/acp.py:synthetic" in result.stderr
-  assert "Traceback" not in result.stderr
+  # Quiet start-up: the message is all there is (no TensorFlow, oneDNN or absl lines).
+  assert result.stderr.startswith("error: The dataset 'imac/features' is not prepared"), (
+      result.stderr)
