@@ -62,8 +62,8 @@ def image_dir(options: ml_collections.ConfigDict, dataset: str,
 def _image_loader(images: data.Items,
                   root: epath.Path | None) -> Callable[[int], np.ndarray | None] | None:
   """Image i's pixels: from a media config's split, else `root/images/<id>.<ext>`, else None."""
-  if images.pixels_NxHxWx3 is not None:
-    return lambda i: images.pixels_NxHxWx3[i]
+  if images.source is not None:
+    return lambda i: images.source[i]["pixels"]
   if root is None:
     return None
 
