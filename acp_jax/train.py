@@ -75,7 +75,7 @@ def make_mesh(batch_size: int) -> jax.sharding.Mesh:
   return jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-replicate = inputs.replicate
+replicate = inputs.replicate  # here too for the callers that build their own tables
 
 
 # ---------------------------------------------------------------------------- input
@@ -162,7 +162,7 @@ def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), batch_stats, opt_state, loss, accuracy
 
-  def train_chunk(state: TrainState, data: Any) -> tuple[TrainState, dict]:
+  def train_chunk(state: TrainState, feed_data: Any) -> tuple[TrainState, dict]:
     _, train_key_S = seed_keys(config)
 
     def one_step(carry, step_data):
@@ -170,12 +170,12 @@ def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
       step_key_S = jax.vmap(jax.random.fold_in, (0, None))(train_key_S, step)
       params, batch_stats, opt_state, loss_S, accuracy_S = jax.vmap(
           seed_step, (0, 0, 0, 0, 0 if per_step else None))(
-              params, batch_stats, opt_state, step_key_S, step_data if per_step else data)
+              params, batch_stats, opt_state, step_key_S, step_data if per_step else feed_data)
       return (step + 1, params, batch_stats, opt_state), {"loss": loss_S, "accuracy": accuracy_S}
 
     (step, params, batch_stats, opt_state), metrics = jax.lax.scan(
         one_step, (state.step, state.params, state.batch_stats, state.opt_state),
-        xs=data if per_step else None, length=config.steps_per_dispatch,
+        xs=feed_data if per_step else None, length=config.steps_per_dispatch,
         unroll=config.unroll_steps)
     return state.replace(step=step, params=params, batch_stats=batch_stats,
                          opt_state=opt_state), metrics
