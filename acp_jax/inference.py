@@ -89,7 +89,8 @@ class Model:
       variables_S = jax.tree.map(lambda x: x[None], self.variables)
       one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
       return tuple(np.asarray(stream.embed_items(
-          self.module, variables_S, items, method, kind, std, self.config, one_device)[0])
+          stream.make_embed(self.module, method, kind, std, self.config), variables_S, items,
+          kind, self.config, one_device)[0])
           for items, method, kind, std in zip(
               (split.images, split.music), ("embed_image", "embed_music"),
               inputs.kinds(self.config), (self.image_standardizer, self.music_standardizer)))

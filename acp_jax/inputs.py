@@ -111,9 +111,9 @@ def _prepared(items: data.Items, kind: str, config: ml_collections.ConfigDict) -
       no_media(config, kind)
     return items
   num = len(items.ids)
+  rows = lambda start: range(start, min(start + _BATCH, num))
   make = lambda start: np.asarray(model_input(
-      kind, jnp.asarray(read_field(items.source, FIELDS[kind], range(start, min(start + _BATCH, num)))),
-      config))
+      kind, jnp.asarray(read_field(items.source, FIELDS[kind], rows(start))), config))
   return dataclasses.replace(items, features_NxD=np.concatenate(
       [make(start) for start in range(0, num, _BATCH)]))
 

@@ -21,7 +21,7 @@ stay in memory. Evaluation streams too: each item of a split is read and embedde
 once, in batches, then the fixed pairs are scored on the embeddings.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 import dataclasses
 from typing import Any
 
@@ -152,22 +152,27 @@ def _fit_standardizer(items: data.Items, kind: str,
                             np.where(std_D > 0, std_D, 1.0).astype(np.float32))
 
 
-def embed_items(model: Any, variables_S: dict, items: data.Items, method: str, kind: str,
-                standardizer: pairs.Standardizer | None, config: ml_collections.ConfigDict,
-                sharding: jax.sharding.Sharding) -> jax.Array:
-  """S x N x E tower embeddings (`method` of model, seed axis S) of every item, streamed
-  in batches. `sharding` places a batch (its rows over devices, or on one device); each
-  process reads its rows.
-  """
-  batch_size, num = config.batch_size, len(items.ids)
+def make_embed(model: Any, method: str, kind: str, standardizer: pairs.Standardizer | None,
+               config: ml_collections.ConfigDict) -> Callable[[dict, jax.Array], jax.Array]:
+  """(variables_S, records' field B x ...) -> S x B x E: `method` of model for every seed."""
 
   @jax.jit
   def embed(variables_S, raw_BxX):
     x_BxD = _standardize(standardizer, inputs.model_input(kind, raw_BxX, config))
     return jax.vmap(lambda v: model.apply(v, x_BxD, method=method))(variables_S)
 
-  num_batches = -(-num // batch_size)
-  dataset = grain.MapDataset.range(num_batches).map(ReadItems(
+  return embed
+
+
+def embed_items(embed: Callable[[dict, jax.Array], jax.Array], variables_S: dict,
+                items: data.Items, kind: str, config: ml_collections.ConfigDict,
+                sharding: jax.sharding.Sharding) -> jax.Array:
+  """S x N x E: `embed` (make_embed) of every item, streamed in batches of
+  `config.batch_size`. `sharding` places a batch (its rows over devices, or on one
+  device); each process reads its rows.
+  """
+  batch_size, num = config.batch_size, len(items.ids)
+  dataset = grain.MapDataset.range(-(-num // batch_size)).map(ReadItems(
       items.source, inputs.FIELDS[kind], num, batch_size, local_rows(sharding, batch_size)))
   # Read by threads: worker processes would start anew at each evaluation.
   batches = loader(dataset, config.input, sharding, workers=0)
@@ -204,7 +209,7 @@ class StreamFeed:
         for name, x in (("image", record(train.images, self.kinds[0])),
                         ("music", record(train.music, self.kinds[1])),
                         ("label", np.zeros((), np.int32)))}
-    self._open = []
+    self._open, self._embeds = [], {}
 
   def train_data(self, step: int, num_steps: int) -> Iterator[dict[str, jax.Array]]:
     """Dispatches of steps `step` .. `num_steps - 1`: {image, music, label}, K x S x B."""
@@ -227,10 +232,13 @@ class StreamFeed:
 
   def embed(self, model: Any, variables_S: dict, split: str) -> tuple[jax.Array, jax.Array]:
     sharding = NamedSharding(self.mesh, P("data"))
+    if model not in self._embeds:  # compiled once per run, not per evaluation
+      self._embeds[model] = [make_embed(model, method, kind, std, self.config)
+                             for method, kind, std in zip(("embed_image", "embed_music"),
+                                                          self.kinds, self.standardizers)]
     items = (self.splits[split].images, self.splits[split].music)
-    return tuple(embed_items(model, variables_S, its, method, kind, std, self.config, sharding)
-                 for its, method, kind, std in zip(items, ("embed_image", "embed_music"),
-                                                   self.kinds, self.standardizers))
+    return tuple(embed_items(embed, variables_S, its, kind, self.config, sharding)
+                 for embed, its, kind in zip(self._embeds[model], items, self.kinds))
 
   def close(self) -> None:
     for iterator in self._open:

@@ -75,7 +75,8 @@ class AcpBenchMedia(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       image = modality == "image"
       emotion = [e for e, name in enumerate(labels.EMOTIONS)
                  if labels.EMOTION_TO_CLASS[name] == cue][0] if image else -1
-      item_id = f"{labels.EMOTIONS[emotion]}/{i:06d}.jpg" if image else f"song{i // 10:05d}#{i % 10:03d}"
+      item_id = (f"{labels.EMOTIONS[emotion]}/{i:06d}.jpg" if image
+                 else f"song{i // 10:05d}#{i % 10:03d}")
       tone_T = 0.3 * np.sin(2 * np.pi * 220 * (1 + cue) * time_T) + rng.normal(0, 0.05, time_T.size)
       yield i, {
           "id": item_id, "label": cue, "cue": cue, "emotion": emotion,
