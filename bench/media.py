@@ -1,6 +1,7 @@
 """The L3-Net media stream: host memory flat in corpus size, speed against the in-memory path.
 
-  python -m bench.media [--images 2000] [--dispatches 6] [--workers 2] [--json]
+  python -m bench.media [--images 2000] [--dispatches 6] [--workers 2]
+                        [--steps_per_dispatch 4] [--json]
 
 Builds two generated item-level media corpora in the media configs' format (ArrayRecord,
 one record per item: 224x224 uint8 pixels, 6 s int16 segments, features), the larger
@@ -8,7 +9,7 @@ one record per item: 224x224 uint8 pixels, 6 s int16 segments, features), the la
 (kept for the next run). Then, in one run:
 
   * pipeline: each corpus in a fresh process, the paper-setting L3-Net input (batch 32,
-    224x224 images, 128-band log-spectrograms made on device, 16 steps per dispatch)
+    224x224 images, 128-band log-spectrograms made on device, `--steps_per_dispatch`)
     read through `stream.StreamFeed` with `--workers` processes: steps/s and peak RSS
     of the main process and of the largest worker;
   * step: training steps/s of the CPU demo's L3-Net (configs/l3net.py:synthetic) on
@@ -109,10 +110,12 @@ def _peak_rss_mb(who: int) -> float:
   return resource.getrusage(who).ru_maxrss / 1024
 
 
-def pipeline(size: str, num_images: int, data_dir: str, dispatches: int, workers: int) -> dict:
+def pipeline(size: str, num_images: int, data_dir: str, dispatches: int, workers: int,
+             steps_per_dispatch: int) -> dict:
   """Steps/s and peak RSS of the paper-setting L3-Net input (read, placed, made on device)."""
   config = l3net.get_config()
   config.input.workers = workers
+  config.steps_per_dispatch = steps_per_dispatch
   split = build(size, num_images, data_dir)
   feed = stream.StreamFeed(config, {"train": split}, train.make_mesh(config.batch_size))
   # Every step's model inputs made on device, one step after the other as in training.
@@ -131,9 +134,11 @@ def pipeline(size: str, num_images: int, data_dir: str, dispatches: int, workers
           "worker_peak_rss_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN)}
 
 
-def step_throughput(num_images: int, data_dir: str, dispatches: int, rounds: int = 2) -> dict:
+def step_throughput(num_images: int, data_dir: str, dispatches: int, steps_per_dispatch: int,
+                    rounds: int = 2) -> dict:
   """Training steps/s of the CPU demo's L3-Net on the smaller corpus, streamed and in memory."""
   config = l3net.get_config("synthetic")
+  config.steps_per_dispatch = steps_per_dispatch
   split = build("small", num_images, data_dir)
   mesh = train.make_mesh(config.batch_size)
   model, tx = models.create_model(config), train.make_optimizer(config)
@@ -169,12 +174,14 @@ def main() -> None:
   parser.add_argument("--data_dir", default="/tmp/acp_bench_media")
   parser.add_argument("--dispatches", type=int, default=6, help="measured dispatches per run")
   parser.add_argument("--workers", type=int, default=2, help="input worker processes")
+  parser.add_argument("--steps_per_dispatch", type=int, default=4,
+                      help="steps per dispatch (the configs' 16 and 10 hold more in memory)")
   parser.add_argument("--json", action="store_true")
   parser.add_argument("--pipeline", choices=("small", "large"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.pipeline:  # one corpus, in the fresh process the parent started
     print(json.dumps(pipeline(args.pipeline, args.images, args.data_dir, args.dispatches,
-                              args.workers)))
+                              args.workers, args.steps_per_dispatch)))
     return
   for size in ("small", "large"):  # built once, before any measurement
     _builder(size, args.images, args.data_dir).download_and_prepare()
@@ -182,13 +189,16 @@ def main() -> None:
   for size in ("small", "large"):
     out = subprocess.run([sys.executable, "-m", "bench.media", "--pipeline", size,
                           "--images", str(args.images), "--data_dir", args.data_dir,
-                          "--dispatches", str(args.dispatches), "--workers", str(args.workers)],
+                          "--dispatches", str(args.dispatches), "--workers", str(args.workers),
+                          "--steps_per_dispatch", str(args.steps_per_dispatch)],
                          check=True, capture_output=True, text=True).stdout
     results[f"pipeline_{size}"] = json.loads(out.strip().splitlines()[-1])
+    print(f"pipeline_{size}", results[f"pipeline_{size}"], file=sys.stderr, flush=True)
   small, large = results["pipeline_small"], results["pipeline_large"]
   results["large_vs_small"] = {key: large[key] / small[key] for key in
                                ("images", "steps_per_s", "peak_rss_mb", "worker_peak_rss_mb")}
-  results["step_small"] = step_throughput(args.images, args.data_dir, args.dispatches)
+  results["step_small"] = step_throughput(args.images, args.data_dir, args.dispatches,
+                                          args.steps_per_dispatch)
   if args.json:
     print(json.dumps(results, indent=2))
     return

@@ -14,11 +14,12 @@ Paper setting, on the real IMAC media (build `imac/media` as in tfds_imac/imac/R
   splits (acp_jax/stream.py): `config.input.workers` processes read each step's
   pairs, which reach the devices `config.input.device_prefetch` dispatches ahead;
   log-spectrograms and 224x224 images are made on device per batch. Host memory is
-  set by the batch, the workers and the prefetch depths (a dispatch of 16 steps of 32
-  pairs is ~84 MB of pixels and waveforms, held ~2 x (workers + 2) times at most),
-  not by the corpus; device memory by the model's activations at batch 32 (estimated
-  ~30 GB with the paper's towers on 2401 x 128 spectrograms) and one dispatch of
-  media per prefetch slot. The paper reports 57.17% test accuracy.
+  set by the batch, the workers and the prefetch depths, not by the corpus: a
+  dispatch (4 steps of 32 pairs) is ~360 MB of pixels and 60 s waveforms, held at
+  most workers x prefetch + prefetch + device_prefetch = 11 times (~4 GB). Device
+  memory: the model's activations at batch 32 (estimated ~30 GB with the paper's
+  towers on 2401 x 128 spectrograms) plus `device_prefetch` dispatches of media.
+  The paper reports 57.17% test accuracy.
 
 Demo on generated data (no download; the first run builds `imac/synthetic_media`, ~2 min):
 
@@ -68,7 +69,7 @@ def media_config(arg: str | None, name: str) -> ml_collections.ConfigDict:
   config.input.stream = True            # False: all media prepared once and held on device
   config.input.workers = 8              # processes reading and decoding records (0: in-process)
   config.input.read_threads = 2         # threads per worker reading records
-  config.input.prefetch = 2             # dispatches buffered per worker and on the host
+  config.input.prefetch = 1             # dispatches buffered per worker and on the host
   config.input.device_prefetch = 2      # dispatches placed on the devices ahead of the step
   config.input.standardizer_items = 512  # training items sampled for the input statistics
 
@@ -77,10 +78,12 @@ def media_config(arg: str | None, name: str) -> ml_collections.ConfigDict:
   config.batch_norm_momentum = 0.9      # decay of the BatchNorm running statistics
 
   config.batch_size = 32                # a 60 s spectrogram is 2401 x 128: activations bound it
+  config.steps_per_dispatch = 4         # a dispatch's media is in memory at once (~360 MB)
   if arg == "synthetic":
     # 2 CPU cores would take over a minute per step of the paper's towers: 32 mel bands
     # instead of 128 (241 x 32 per 6 s segment) and 8x narrower blocks, ~0.3 s per step.
     config.unroll_steps = True            # XLA:CPU runs conv kernel gradients ~10x slower in loops
+    config.steps_per_dispatch = 10        # as configs/acp.py:synthetic (6 s segments: ~20 MB)
     config.batch_size = 64                # as configs/acp.py:synthetic
     config.spectrogram.num_mel_bins = 32
     config.music_channels = (8, 16, 32, 64)
