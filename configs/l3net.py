@@ -30,9 +30,12 @@ Demo on generated data (no download; the first run builds `imac/synthetic_media`
   32x32, 32 mel bands instead of 128 (the STFT stays the paper's), conv blocks of
   8/16/32/64 channels instead of 64/128/256/512, one seed, one input worker. ~0.3 s
   per step, early stopping after ~200 steps.
-  Measured (before streaming): 3.5 minutes including the build; test_accuracy 0.864
-  (AUC 0.918) against an oracle_accuracy of 0.896, both in results.json (one seed;
-  125 test pairs, so +-3 points of noise).
+  Measured streamed, on 2 cores shared with a load average of ~20 (so not a timing
+  to expect): 22.7 minutes after the build (~12 of them compiling), early-stopped at
+  step 210; test_accuracy 0.888 (AUC 0.919) against an oracle_accuracy of 0.912, both
+  in results.json (one seed; +-3 points of noise). Unloaded, before streaming: 3.5
+  minutes including the build. On this CPU demo the per-batch log-spectrograms cost
+  about as much as the scaled-down towers (bench/media.py).
 
 Any field can be overridden, e.g. `--config.image_size=64`.
 """
