@@ -71,7 +71,7 @@ def media_config(arg: str | None, name: str) -> ml_collections.ConfigDict:
   config.input = ml_collections.ConfigDict()
   config.input.stream = True            # False: all media prepared once and held on device
   config.input.workers = 8              # processes reading and decoding records (0: in-process)
-  config.input.read_threads = 2         # threads per worker reading records
+  config.input.read_threads = 1         # threads per worker reading records (<= prefetch)
   config.input.prefetch = 1             # dispatches buffered per worker and on the host
   config.input.device_prefetch = 2      # dispatches placed on the devices ahead of the step
   config.input.standardizer_items = 512  # training items sampled for the input statistics
