@@ -63,9 +63,9 @@ def image_dir(options: ml_collections.ConfigDict, dataset: str,
 
 def _image_loader(images: data.Items,
                   root: epath.Path | None) -> Callable[[int], np.ndarray | None] | None:
-  """Image i's pixels: from a media config's split, else the file `root/images/<id>`, else None."""
-  if images.pixels_NxHxWx3 is not None:
-    return lambda i: images.pixels_NxHxWx3[i]
+  """Image i's pixels: from a media config's records, else the file `root/images/<id>`, else None."""
+  if images.source is not None:
+    return lambda i: images.source[i]["pixels"]
   if root is None:
     return None
   return lambda i: media.load_image(root / "images" / images.ids[i], _THUMBNAIL, 1)[0]

@@ -1,33 +1,40 @@
 """IMAC splits as host-side item tables plus the fixed correspondence pairs.
 
-The TFDS examples are pairs that carry both items' features; training wants the
-items once each (pairs are sampled on device), and evaluation wants the fixed pairs
-as indices into those item tables. `load_splits` turns one into the other. The media
-configs (`imac/media`, `imac/synthetic_media`) also give each item its pixels and
-waveform, which the builder stores on the item's first pair only.
+The features configs' TFDS examples are pairs that carry both items' features;
+training wants the items once each (pairs are sampled on device), and evaluation
+wants the fixed pairs as indices into those item tables. `load_splits` turns one into
+the other. The media configs (`imac/media`, `imac/synthetic_media`) are item-level
+ArrayRecord splits (`train_images`, `train_music`, ...) read by index: their Items
+keep the small fields in memory and the records themselves as `source`, from which
+the media (pixels, waveforms) and features are read when needed (acp_jax/inputs.py
+whole, acp_jax/stream.py per batch).
 """
 
+from collections.abc import Sequence
 import dataclasses
+from typing import Any
 
-import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
 from acp_jax import MissingInputError
 import tfds_imac  # noqa: F401  (registers the imac builder)
+from tfds_imac.imac import splits as imac_splits
 
 
 @dataclasses.dataclass(frozen=True)
 class Items:
   """One modality of one split, one row per distinct item."""
   ids: tuple[str, ...]        # item ids, sorted
-  # float32 features; after inputs.prepare, what the model reads (e.g. pixels, spectrograms)
-  features_NxD: np.ndarray
+  # float32 features; after inputs.prepare, what the model reads (e.g. pixels, spectrograms).
+  # None for the items of a media config: their features are in `source`.
+  features_NxD: np.ndarray | None
   labels_N: np.ndarray        # int32, index into labels.CLASSES
   cues_N: np.ndarray          # int32 hidden cue class (synthetic data), -1 if unknown
   emotions_N: np.ndarray | None = None  # int32 index into labels.EMOTIONS (images)
-  pixels_NxHxWx3: np.ndarray | None = None  # uint8 images (media configs)
-  waveforms_NxT: np.ndarray | None = None   # int16 segments at 22050 Hz (media configs)
+  # Media configs: record i is item i, a dict with 'features', 'pixels' (uint8 H x W x 3,
+  # images) and 'waveform' (int16 segment at 22050 Hz, music); e.g. a tfds.data_source.
+  source: Sequence[dict[str, Any]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,10 +51,6 @@ class Split:
   music: Items
   pairs: Pairs
   fingerprint: str | None = None  # the dataset's pair_fingerprint of this split; None: unknown
-
-
-# Media field of each modality in the media configs.
-_MEDIA = {"image": "pixels", "music": "waveform"}
 
 
 def _text(value) -> str:
@@ -69,36 +72,36 @@ def _items(ids_P: np.ndarray, columns: dict[str, np.ndarray]) -> tuple[Items, np
   return items, index_P.astype(np.int32)
 
 
-def split_from_examples(examples: dict, media: dict[str, dict[str, np.ndarray]] | None = None
-                        ) -> Split:
-  """A Split from one TFDS split loaded whole as numpy (`batch_size=-1`).
-
-  `media`, from a media config: {'image': {id: pixels}, 'music': {id: waveform}}.
-  """
+def split_from_examples(examples: dict) -> Split:
+  """A Split from one features-config TFDS split loaded whole as numpy (`batch_size=-1`)."""
   images, image_P = _items(examples["image"]["id"], examples["image"])
   music, music_P = _items(examples["music"]["id"], examples["music"])
-  if media is not None:
-    stack = lambda by_id, items: np.stack([by_id[i] for i in items.ids])
-    images = dataclasses.replace(images, pixels_NxHxWx3=stack(media["image"], images))
-    music = dataclasses.replace(music, waveforms_NxT=stack(media["music"], music))
   return Split(images, music, Pairs(image_P, music_P, examples["label"].astype(np.int32)))
 
 
-def media_split_from_examples(examples) -> Split:
-  """A Split from one media-config TFDS split, iterated as numpy examples.
+def items_of_source(source: Sequence[dict[str, Any]]) -> Items:
+  """The Items of a media config's item-level split: one pass over its records, keeping
+  the small fields; the records (media, features) stay in `source`."""
+  columns = {key: [] for key in ("id", "label", "cue", "emotion")}
+  for i in range(len(source)):
+    record = source[i]
+    for key, column in columns.items():
+      column.append(record[key])
+  emotions_N = np.asarray(columns["emotion"], np.int32)
+  return Items(ids=tuple(_text(i) for i in columns["id"]), features_NxD=None,
+               labels_N=np.asarray(columns["label"], np.int32),
+               cues_N=np.asarray(columns["cue"], np.int32),
+               emotions_N=emotions_N if (emotions_N >= 0).all() else None, source=source)
 
-  The media fields are ragged (empty on all but an item's first pair), so the split
-  is read pair by pair: each item keeps its non-empty media, the other fields are
-  stacked as `batch_size=-1` would.
-  """
-  rows, media = [], {modality: {} for modality in _MEDIA}
-  for example in examples:
-    for modality, field in _MEDIA.items():
-      value = example[modality].pop(field)
-      if value.size:
-        media[modality][_text(example[modality]["id"])] = value
-    rows.append(example)
-  return split_from_examples(jax.tree.map(lambda *column: np.stack(column), *rows), media)
+
+def split_of_sources(image_source: Sequence[dict[str, Any]],
+                     music_source: Sequence[dict[str, Any]]) -> Split:
+  """A media config's split: its items, and its fixed pairs by the builder's pairing rule."""
+  images, music = items_of_source(image_source), items_of_source(music_source)
+  image_P, music_P, labels_P, _ = imac_splits.make_pairs(images.ids, images.labels_N,
+                                                         music.ids, music.labels_N)
+  as_int32 = lambda x: np.asarray(x, np.int32)
+  return Split(images, music, Pairs(as_int32(image_P), as_int32(music_P), as_int32(labels_P)))
 
 
 def not_prepared_message(name: str, data_dir: str | None) -> str:
@@ -118,7 +121,8 @@ def load_splits(name: str, data_dir: str | None = None) -> dict[str, Split]:
       raise MissingInputError(not_prepared_message(name, data_dir))
     builder.download_and_prepare()
   if builder.builder_config.media:
-    read = lambda split: media_split_from_examples(tfds.as_numpy(builder.as_dataset(split=split)))
+    source = lambda split: tfds.data_source(name, split=split, data_dir=data_dir)
+    read = lambda split: split_of_sources(source(f"{split}_images"), source(f"{split}_music"))
   else:
     read = lambda split: split_from_examples(
         tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1)))

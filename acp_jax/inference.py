@@ -23,6 +23,7 @@ from acp_jax import inputs
 from acp_jax import models
 from acp_jax import pairs
 from acp_jax import retrieval
+from acp_jax import stream
 
 
 @functools.partial(jax.jit, static_argnames=("module", "method"))
@@ -83,7 +84,17 @@ class Model:
     return np.concatenate(jax.device_get(chunks))[:len(rows_NxD)]
 
   def embed(self, split: data.Split) -> tuple[np.ndarray, np.ndarray]:
-    """(image_NxE, music_MxE) of a prepared split's items (`prepare`), as training reads them."""
+    """(image_NxE, music_MxE) of a prepared split's items (`prepare`), as training reads them;
+    a split whose media stream (acp_jax/stream.py) is read in batches on one device."""
+    if inputs.streams(self.config):
+      variables_S = jax.tree.map(lambda x: x[None], self.variables)
+      one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      return tuple(np.asarray(stream.embed_items(
+          stream.make_embed(self.module, method, kind, std, self.config), variables_S, items,
+          kind, self.config, one_device)[0])
+          for items, method, kind, std in zip(
+              (split.images, split.music), ("embed_image", "embed_music"),
+              inputs.kinds(self.config), (self.image_standardizer, self.music_standardizer)))
     tables = pairs.make_tables(split, self.image_standardizer, self.music_standardizer)
     return (self.embed_rows(np.asarray(tables.image_NxD), "embed_image"),
             self.embed_rows(np.asarray(tables.music_MxD), "embed_music"))
@@ -126,12 +137,13 @@ def from_run(workdir: epath.PathLike, *, dataset: str | None = None, data_dir: s
     raise UserError(f"{workdir} holds a run on {config.dataset}, not {dataset}; use a run of "
                      f"{dataset} or leave --config.dataset unset")
   splits = data.load_splits(config.dataset, data_dir or config.data_dir)
-  splits = {name: inputs.prepare(split, config) for name, split in splits.items()}
+  if not inputs.streams(config):
+    splits = {name: inputs.prepare(split, config) for name, split in splits.items()}
   module = models.create_model(config)
-  row = lambda items: jax.ShapeDtypeStruct((1, *items.features_NxD.shape[1:]),
-                                           items.features_NxD.dtype)
-  expected = jax.eval_shape(module.init, jax.random.key(0), row(splits["train"].images),
-                            row(splits["train"].music))
+  image_kind, music_kind = inputs.kinds(config)
+  expected = jax.eval_shape(module.init, jax.random.key(0),
+                            inputs.first_input(splits["train"].images, image_kind, config),
+                            inputs.first_input(splits["train"].music, music_kind, config))
   saved = {"params": best.params, "batch_stats": best.batch_stats}
   shapes = lambda tree, skip: jax.tree.map(lambda x: tuple(x.shape[skip:]), tree)
   if shapes(saved, 1) != shapes({"batch_stats": {}, **expected}, 0):  # without the seed axis

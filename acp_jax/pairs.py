@@ -6,6 +6,7 @@ pairs on device as item indices, half true and half false correspondences, then
 gathers their features (`gather`, the seam a model with other inputs replaces).
 """
 
+from collections.abc import Callable
 import dataclasses
 
 import flax.struct
@@ -89,6 +90,21 @@ def check_sampleable(split: data.Split, name: str) -> None:
           "balanced true/false pairs cannot be drawn; use a split with music of every class.")
 
 
+def music_rows(xp, tables: Tables, class_B, label_B, randint: Callable):
+  """Music rows of pairs: uniform within the image's class `class_B` for true pairs
+  (label 1), uniform among the other classes for false ones.
+
+  `xp` is numpy (the host sampler of acp_jax/stream.py) or jax.numpy, `randint(span_B)`
+  a uniform draw in [0, span_B) of either, so that both sample by the same rule.
+  """
+  start_B, count_B = tables.music_start_C[class_B], tables.music_count_C[class_B]
+  num_music = tables.music_by_class_M.shape[0]
+  offset_B = randint(xp.where(label_B == 1, count_B, num_music - count_B))
+  sorted_B = xp.where(label_B == 1, start_B + offset_B,
+                      xp.where(offset_B < start_B, offset_B, offset_B + count_B))
+  return tables.music_by_class_M[sorted_B]
+
+
 def sample_pairs(key: jax.Array, tables: Tables,
                  batch_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Balanced pairs as item indices: even rows true, odd rows false correspondences.
@@ -101,9 +117,11 @@ def sample_pairs(key: jax.Array, tables: Tables,
     image_B, music_B (rows of the tables) and label_B (1 = true correspondence).
   """
   image_key, music_key = jax.random.split(key)
-  image_B = jax.random.randint(image_key, (batch_size,), 0, tables.image_NxD.shape[0])
+  image_B = jax.random.randint(image_key, (batch_size,), 0, tables.image_labels_N.shape[0])
   label_B = (jnp.arange(batch_size) % 2 == 0).astype(jnp.int32)
-  return image_B, _draw_music(music_key, tables, tables.image_labels_N[image_B], label_B), label_B
+  music_B = music_rows(jnp, tables, tables.image_labels_N[image_B], label_B,
+                       lambda span_B: jax.random.randint(music_key, (batch_size,), 0, span_B))
+  return image_B, music_B, label_B
 
 
 def sample_items(key: jax.Array, tables: Tables,
@@ -114,21 +132,11 @@ def sample_items(key: jax.Array, tables: Tables,
     image_B, music_B (rows of the tables) and class_B, the class of both items of row b.
   """
   image_key, music_key = jax.random.split(key)
-  image_B = jax.random.randint(image_key, (batch_size,), 0, tables.image_NxD.shape[0])
+  image_B = jax.random.randint(image_key, (batch_size,), 0, tables.image_labels_N.shape[0])
   class_B = tables.image_labels_N[image_B]
-  return image_B, _draw_music(music_key, tables, class_B, jnp.ones_like(class_B)), class_B
-
-
-def _draw_music(key: jax.Array, tables: Tables, class_B: jax.Array,
-                same_B: jax.Array) -> jax.Array:
-  """Music rows: uniform within class_B where same_B is 1, else among the other classes."""
-  start_B, count_B = tables.music_start_C[class_B], tables.music_count_C[class_B]
-  num_music = tables.music_by_class_M.shape[0]
-  span_B = jnp.where(same_B == 1, count_B, num_music - count_B)
-  offset_B = jax.random.randint(key, class_B.shape, 0, span_B)
-  sorted_B = jnp.where(same_B == 1, start_B + offset_B,
-                       jnp.where(offset_B < start_B, offset_B, offset_B + count_B))
-  return tables.music_by_class_M[sorted_B]
+  music_B = music_rows(jnp, tables, class_B, jnp.ones_like(class_B),
+                       lambda span_B: jax.random.randint(music_key, (batch_size,), 0, span_B))
+  return image_B, music_B, class_B
 
 
 def gather(tables: Tables, image_B: jax.Array, music_B: jax.Array) -> tuple[jax.Array, jax.Array]:

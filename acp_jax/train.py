@@ -20,6 +20,7 @@ pieces it calls come above it in the same order.
 
 from collections.abc import Callable
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -49,6 +50,7 @@ from acp_jax import models
 from acp_jax import objectives
 from acp_jax import pairs
 from acp_jax import probe
+from acp_jax import stream
 
 
 @flax.struct.dataclass
@@ -80,19 +82,12 @@ def make_mesh(batch_size: int) -> jax.sharding.Mesh:
   return jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-  """Host arrays as global arrays with a full copy on every device (multi-process safe)."""
-  sharding = NamedSharding(mesh, P())
-  place = lambda x: jax.make_array_from_callback(np.shape(x), sharding,
-                                                 lambda index: np.asarray(x)[index])
-  return jax.tree.map(place, tree)
+replicate = inputs.replicate  # here too for the callers that build their own tables
 
 
 # ---------------------------------------------------------------------------- input
 
-def fixed_pairs(split: data.Split) -> dict[str, np.ndarray]:
-  return {"image_P": split.pairs.image_P, "music_P": split.pairs.music_P,
-          "label_P": split.pairs.labels_P}
+fixed_pairs = inputs.fixed_pairs
 
 
 # ---------------------------------------------------------------------------- model and state
@@ -146,22 +141,24 @@ def create_state(init: Callable[[], TrainState],
 
 def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
                      tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
-                     gather: Callable = pairs.gather,
-                     ) -> Callable[[TrainState, pairs.Tables], tuple[TrainState, dict]]:
-  """`config.steps_per_dispatch` steps of every seed: (state, tables) -> (state, metrics).
+                     feed: inputs.Feed | None = None,
+                     ) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
+  """`config.steps_per_dispatch` steps of every seed: (state, data) -> (state, metrics).
 
-  `gather(tables, image_B, music_B)` builds the model's inputs from sampled item
-  indices; `config.objective` says what is sampled and the loss (acp_jax/objectives.py).
-  Metrics are per step and seed: {'loss': KxS, 'accuracy': KxS}.
+  `feed` (acp_jax/inputs.py) turns the data into each step's model inputs and targets;
+  default: the data are item tables and `config.objective` (acp_jax/objectives.py) says
+  what is sampled on device (`inputs.TableFeed`). The objective gives the loss. Metrics
+  are per step and seed: {'loss': KxS, 'accuracy': KxS}.
   """
-  batch_sharding = NamedSharding(mesh, P("data"))
   objective = objectives.create_objective(config)
+  pairs_of = feed.pairs if feed else functools.partial(
+      inputs.sample_inputs, batch_size=config.batch_size, mesh=mesh, sample=objective.sample)
+  # Data per step (a stream: K x S x ...) or the same tables for every step and seed.
+  per_step = feed is not None and feed.per_step
 
-  def seed_step(params, batch_stats, opt_state, key, tables):
+  def seed_step(params, batch_stats, opt_state, key, step_data):
     sample_key, dropout_key = jax.random.split(key)
-    image_B, music_B, target_B = jax.lax.with_sharding_constraint(
-        objective.sample(sample_key, tables, config.batch_size), batch_sharding)
-    image_BxD, music_BxD = gather(tables, image_B, music_B)
+    image_BxD, music_BxD, target_B = pairs_of(sample_key, step_data)
 
     def loss_fn(params):
       return objective.loss(model, {"params": params, "batch_stats": batch_stats}, image_BxD,
@@ -171,19 +168,21 @@ def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), batch_stats, opt_state, loss, accuracy
 
-  def train_chunk(state: TrainState, tables: pairs.Tables) -> tuple[TrainState, dict]:
+  def train_chunk(state: TrainState, feed_data: Any) -> tuple[TrainState, dict]:
     _, train_key_S = seed_keys(config)
 
-    def one_step(carry, _):
+    def one_step(carry, step_data):
       step, params, batch_stats, opt_state = carry
       step_key_S = jax.vmap(jax.random.fold_in, (0, None))(train_key_S, step)
       params, batch_stats, opt_state, loss_S, accuracy_S = jax.vmap(
-          seed_step, (0, 0, 0, 0, None))(params, batch_stats, opt_state, step_key_S, tables)
+          seed_step, (0, 0, 0, 0, 0 if per_step else None))(
+              params, batch_stats, opt_state, step_key_S, step_data if per_step else feed_data)
       return (step + 1, params, batch_stats, opt_state), {"loss": loss_S, "accuracy": accuracy_S}
 
     (step, params, batch_stats, opt_state), metrics = jax.lax.scan(
         one_step, (state.step, state.params, state.batch_stats, state.opt_state),
-        length=config.steps_per_dispatch, unroll=config.unroll_steps)
+        xs=feed_data if per_step else None, length=config.steps_per_dispatch,
+        unroll=config.unroll_steps)
     return state.replace(step=step, params=params, batch_stats=batch_stats,
                          opt_state=opt_state), metrics
 
@@ -192,59 +191,72 @@ def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
 
 # ---------------------------------------------------------------------------- evaluation
 
+def pair_metrics(model: Any, objective: objectives.Objective, variables: dict,
+                 image_NxE: jax.Array, music_MxE: jax.Array, fixed: dict) -> dict:
+  """{'loss', 'accuracy', 'match_prob', 'cut', 'accuracy_at_cut'} of the fixed pairs, from
+  their items' embeddings.
+
+  'accuracy' is the model's own decision; 'cut' is the best shift of its threshold on
+  these pairs by `objective.choose_cut` (0 for ACP-Net), and 'accuracy_at_cut' the
+  accuracy with it.
+  """
+  logits_Px2 = model.apply(variables, image_NxE[fixed["image_P"]], music_MxE[fixed["music_P"]],
+                           method="fuse")
+  label_P = fixed["label_P"]
+  score_P = logits_Px2[:, 1] - logits_Px2[:, 0]  # > 0 iff the argmax says 'match'
+  cut = objective.choose_cut(score_P, label_P)
+  return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits_Px2, label_P).mean(),
+          "accuracy": jnp.mean((score_P > 0) == label_P),
+          "match_prob": jax.nn.softmax(logits_Px2)[:, 1],
+          "cut": cut, "accuracy_at_cut": jnp.mean((score_P > cut) == label_P)}
+
+
+def make_feed_evaluate(model: Any, feed: inputs.Feed, objective: objectives.Objective
+                       ) -> Callable[[Any, Any, str], dict]:
+  """(params, batch_stats, split name) -> per seed metrics as `make_evaluate`, on the
+  embeddings the feed makes of the split's items."""
+  score = jax.jit(jax.vmap(functools.partial(pair_metrics, model, objective), (0, 0, 0, None)))
+
+  def evaluate(params, batch_stats, split):
+    variables_S = {"params": params, "batch_stats": batch_stats}
+    return score(variables_S, *feed.embed(model, variables_S, split), feed.fixed[split])
+
+  return evaluate
+
+
 def make_evaluate(model: Any, batch_size: int | None = None,
                   objective: objectives.Objective = objectives.Correspondence(),
                   ) -> Callable[[Any, pairs.Tables, dict, Any], dict]:
-  """(params, tables, fixed pairs, batch_stats) -> per seed {'loss', 'accuracy', 'match_prob',
-  'cut', 'accuracy_at_cut'}.
+  """(params, tables, fixed pairs, batch_stats) -> per seed `pair_metrics` of item tables.
 
-  params and batch_stats (omitted: none) have a seed axis. 'match_prob' is SxP, the
-  rest S. 'accuracy' is the model's own decision; 'cut' is the best shift of its
-  threshold on these pairs by `objective.choose_cut` (0 for ACP-Net), and
-  'accuracy_at_cut' the accuracy with it. Each item is embedded once, `batch_size`
-  items at a time (all at once if None); only the head runs per pair. BatchNorm uses
-  its running statistics.
+  params and batch_stats (omitted: none) have a seed axis; 'match_prob' is SxP, the rest
+  S. Each item is embedded once, `batch_size` items at a time (all at once if None);
+  only the head runs per pair. BatchNorm uses its running statistics.
   """
-
-  def embed(variables, table_NxD, method):
-    apply = lambda x_NxD: model.apply(variables, x_NxD, method=method)
-    if batch_size is None:
-      return apply(table_NxD)
-    return jax.lax.map(lambda x_D: apply(x_D[None])[0], table_NxD,
-                       batch_size=min(batch_size, table_NxD.shape[0]))
 
   def evaluate_seed(params, batch_stats, tables, fixed):
     variables = {"params": params, "batch_stats": batch_stats}
-    image_NxE = embed(variables, tables.image_NxD, "embed_image")
-    music_MxE = embed(variables, tables.music_MxD, "embed_music")
-    logits_Px2 = model.apply(variables, image_NxE[fixed["image_P"]], music_MxE[fixed["music_P"]],
-                             method="fuse")
-    label_P = fixed["label_P"]
-    score_P = logits_Px2[:, 1] - logits_Px2[:, 0]  # > 0 iff the argmax says 'match'
-    cut = objective.choose_cut(score_P, label_P)
-    return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits_Px2, label_P).mean(),
-            "accuracy": jnp.mean((score_P > 0) == label_P),
-            "match_prob": jax.nn.softmax(logits_Px2)[:, 1],
-            "cut": cut, "accuracy_at_cut": jnp.mean((score_P > cut) == label_P)}
+    image_NxE = inputs.embed_rows(model, variables, tables.image_NxD, "embed_image", batch_size)
+    music_MxE = inputs.embed_rows(model, variables, tables.music_MxD, "embed_music", batch_size)
+    return pair_metrics(model, objective, variables, image_NxE, music_MxE, fixed)
 
   evaluate_seeds = jax.jit(jax.vmap(evaluate_seed, (0, 0, None, None)))
   return lambda params, tables, fixed, batch_stats=None: evaluate_seeds(
       params, {} if batch_stats is None else batch_stats, tables, fixed)
 
 
-def make_record_eval(config: ml_collections.ConfigDict, evaluate: Callable,
-                     ) -> Callable[[TrainState, pairs.Tables, dict], tuple[TrainState, dict]]:
-  """Validation of the current params, folded into each seed's best and patience counter.
+def make_record_eval(config: ml_collections.ConfigDict
+                     ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """Validation metrics of the current params, folded into each seed's best and patience.
 
   An embedding model's match threshold is set on these pairs first, so a seed's best
   params are kept with the threshold they were judged with.
   """
   objective = objectives.create_objective(config)
 
-  def record_eval(state: TrainState, tables: pairs.Tables, fixed: dict) -> tuple[TrainState, dict]:
-    metrics = evaluate(state.params, tables, fixed, state.batch_stats)
+  def record_eval(state: TrainState, metrics: dict) -> tuple[TrainState, dict]:
     state = state.replace(batch_stats=objective.calibrate(state.batch_stats, metrics["cut"]))
-    metrics["accuracy"] = metrics["accuracy_at_cut"]
+    metrics = {**metrics, "accuracy": metrics["accuracy_at_cut"]}
     active_S = state.evals_since_best_S < config.patience
     # Strictly better only: on a tie the earlier (less fitted) params stay.
     better_S = active_S & (metrics["accuracy"] > state.best_val_accuracy_S)
@@ -522,29 +534,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mesh = make_mesh(config.batch_size)
 
   # Input: what the model reads per item (acp_jax/inputs.py), standardised with
-  # training statistics; every split's items on every device.
+  # training statistics: every split's items on every device, or the media streamed.
   if splits is None:
     splits = data.load_splits(config.dataset, config.data_dir)
   pairs.check_sampleable(splits["train"], "train")
-  splits = {name: inputs.prepare(split, config) for name, split in splits.items()}
-  train_split = splits["train"]
-  standardizers = inputs.fit_standardizers(train_split, config)
-  tables = {name: replicate(pairs.make_tables(split, *standardizers), mesh)
-            for name, split in splits.items()}
-  fixed = {name: replicate(fixed_pairs(split), mesh) for name, split in splits.items()}
-  schedule = Schedule.from_config(config, len(train_split.images.ids))
+  feed = (stream.StreamFeed if inputs.streams(config) else inputs.TableFeed)(config, splits, mesh)
+  standardizers = feed.standardizers
+  schedule = Schedule.from_config(config, len(splits["train"].images.ids))
 
   # Model and state.
   model = models.create_model(config)
   tx = make_optimizer(config)
-  init = make_init(config, model, tx, train_split.images.features_NxD.shape[1:],
-                   train_split.music.features_NxD.shape[1:])
+  init = make_init(config, model, tx, *feed.item_shapes)
   state, abstract_state = create_state(init, mesh)
 
   # Update step and evaluation; the step compiled ahead so the loop's time is training.
-  train_chunk = make_train_chunk(config, model, tx, mesh).lower(state, tables["train"]).compile()
-  evaluate = make_evaluate(model, config.batch_size, objectives.create_objective(config))
-  record_eval = make_record_eval(config, evaluate)
+  train_chunk = make_train_chunk(config, model, tx, mesh, feed).lower(
+      state, feed.train_spec).compile()
+  evaluate = make_feed_evaluate(model, feed, objectives.create_objective(config))
+  record_eval = make_record_eval(config)
 
   # Checkpoint: resume from the latest one if there is one.
   ckpts = checkpoint.Checkpoints(workdir)
@@ -562,8 +570,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_metrics = TrainMetrics(config, schedule, log, progress, step, str(workdir), train_window)
   start_time = time.perf_counter()
   try:
+    train_data = feed.train_data(step, schedule.num_steps)
     while step < schedule.num_steps and not stopped:
-      state, metrics = train_chunk(state, tables["train"])
+      state, metrics = train_chunk(state, next(train_data))
       if train_metrics.log_due():
         train_metrics.pull(ckpts.latest_step())
       step += schedule.steps_per_dispatch
@@ -573,7 +582,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if evaluating or saving:
         train_metrics.pull(ckpts.latest_step())
       if evaluating:
-        state, val = record_eval(state, tables["validation"], fixed["validation"])
+        state, val = record_eval(state, evaluate(state.params, state.batch_stats, "validation"))
         val = jax.device_get(val)
         log.write(step, {"val_loss": float(np.mean(val["loss"])),
                          "val_accuracy": float(np.mean(val["accuracy"]))})
@@ -583,14 +592,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     train_metrics.pull(ckpts.latest_step())
     train_seconds = time.perf_counter() - start_time
   finally:
+    feed.close()
     progress.close()
     ckpts.close()
     log.close()
 
   # Results: every seed's best params on the fixed test pairs.
-  test = jax.device_get(evaluate(state.best_params, tables["test"], fixed["test"],
-                                 state.best_batch_stats))
-  results = results_of(config, state, test, splits, train_seconds, step - start_step)
+  test = jax.device_get(evaluate(state.best_params, state.best_batch_stats, "test"))
+  results = results_of(config, state, test, feed.splits, train_seconds, step - start_step)
   if jax.process_index() == 0:
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     # Report: rewrites results.json with retrieval (and the probes) added; the plain one
@@ -601,9 +610,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     best = models_S[inference.best_seed(np.asarray([m.val_accuracy for m in models_S]), None)]
     figures = {}
     if config.report.probes:
-      results["probe"], figures = probe.probe_model(best, splits, config.report.probe, workdir)
+      results["probe"], figures = probe.probe_model(best, feed.splits, config.report.probe,
+                                                    workdir)
     results = analysis.report_run(results, workdir, run_dir=workdir, model=best,
-                                  test=splits["test"], options=config.report,
+                                  test=feed.splits["test"], options=config.report,
                                   data_dir=config.data_dir, figures=figures,
                                   seed_models=models_S)
     print(summary(results, workdir))

@@ -10,10 +10,16 @@ Paper setting, on the real IMAC media (build `imac/media` as in tfds_imac/imac/R
 
   python launch.py --config=configs/l3net.py --workdir=/tmp/l3net_imac
 
-  Not run here (no real data, no accelerator). The item tables live in device
-  memory: ~13 GB of uint8 pixels and ~20 GB of 128-band log-spectrograms (2401
-  frames per 60 s segment); at batch 32 the activations add ~30 GB (estimated), so
-  it wants an 80 GB accelerator. The paper reports 57.17% test accuracy.
+  Not run here (no real data). The media stream from the item-level ArrayRecord
+  splits (acp_jax/stream.py): `config.input.workers` processes read each step's
+  pairs, which reach the devices `config.input.device_prefetch` dispatches ahead;
+  log-spectrograms and 224x224 images are made on device per batch. Host memory is
+  set by the batch, the workers and the prefetch depths, not by the corpus: a
+  dispatch (4 steps of 32 pairs) is ~360 MB of pixels and 60 s waveforms, held at
+  most workers x prefetch + prefetch + device_prefetch = 11 times (~4 GB). Device
+  memory: the model's activations at batch 32 (estimated ~30 GB with the paper's
+  towers on 2401 x 128 spectrograms) plus `device_prefetch` dispatches of media.
+  The paper reports 57.17% test accuracy.
 
 Demo on generated data (no download; the first run builds `imac/synthetic_media`, ~2 min):
 
@@ -22,11 +28,14 @@ Demo on generated data (no download; the first run builds `imac/synthetic_media`
   Scaled down to run on 2 CPU cores, which would take over a minute per step of the
   paper's towers (estimated from their FLOPs): images downsampled on device to
   32x32, 32 mel bands instead of 128 (the STFT stays the paper's), conv blocks of
-  8/16/32/64 channels instead of 64/128/256/512, one seed. ~0.3 s per step, early
-  stopping after ~200 steps.
-  Measured: 3.5 minutes including the build; test_accuracy 0.864 (AUC 0.918) against
-  an oracle_accuracy of 0.896, both in results.json (one seed; 125 test pairs, so
-  +-3 points of noise).
+  8/16/32/64 channels instead of 64/128/256/512, one seed, one input worker. ~0.3 s
+  per step, early stopping after ~200 steps.
+  Measured streamed, on 2 cores shared with a load average of ~20 (so not a timing
+  to expect): 22.7 minutes after the build (~12 of them compiling), early-stopped at
+  step 210; test_accuracy 0.888 (AUC 0.919) against an oracle_accuracy of 0.912, both
+  in results.json (one seed; +-3 points of noise). Unloaded, before streaming: 3.5
+  minutes including the build. On this CPU demo the per-batch log-spectrograms cost
+  about as much as the scaled-down towers (bench/media.py).
 
 Any field can be overridden, e.g. `--config.image_size=64`.
 """
@@ -49,28 +58,41 @@ def media_config(arg: str | None, name: str) -> ml_collections.ConfigDict:
   config = acp.get_config(arg)
   config.dataset = "imac/synthetic_media" if arg else "imac/media"  # pixels, waveforms, features
 
-  # Music input: log-spectrograms, made on device once per run (acp_jax/features/spectrogram.py).
+  # Music input: log-spectrograms, made on device per batch (acp_jax/features/spectrogram.py).
   config.spectrogram = ml_collections.ConfigDict()
   config.spectrogram.sample_rate = 22050   # Hz, the waveforms' rate (the imac builder's)
   config.spectrogram.window_seconds = 0.1  # STFT window (paper)
   config.spectrogram.hop_seconds = 0.025   # STFT hop (paper)
-  # Mel bands (0: the 1103 linear bins of a 100 ms window, ~170 GB for the real corpus).
+  # Mel bands (0: the 1103 linear bins of a 100 ms window).
   config.spectrogram.num_mel_bins = 128
   config.spectrogram.log_floor = 1e-5      # added to the magnitude before the log
+
+  # Input pipeline (acp_jax/stream.py): media read per step by index; memory is set by
+  # these and the batch, not by the corpus.
+  config.input = ml_collections.ConfigDict()
+  config.input.stream = True            # False: all media prepared once and held on device
+  config.input.workers = 8              # processes reading and decoding records (0: in-process)
+  config.input.read_threads = 1         # threads per worker reading records (<= prefetch)
+  config.input.prefetch = 1             # dispatches buffered per worker and on the host
+  config.input.device_prefetch = 2      # dispatches placed on the devices ahead of the step
+  config.input.standardizer_items = 512  # training items sampled for the input statistics
 
   # Conv towers (L3-Net's subnetworks): one block of 2 conv3x3 + BN + ReLU per entry.
   config.music_channels = (64, 128, 256, 512)
   config.batch_norm_momentum = 0.9      # decay of the BatchNorm running statistics
 
   config.batch_size = 32                # a 60 s spectrogram is 2401 x 128: activations bound it
+  config.steps_per_dispatch = 4         # a dispatch's media is in memory at once (~360 MB)
   if arg == "synthetic":
     # 2 CPU cores would take over a minute per step of the paper's towers: 32 mel bands
     # instead of 128 (241 x 32 per 6 s segment) and 8x narrower blocks, ~0.3 s per step.
     config.unroll_steps = True            # XLA:CPU runs conv kernel gradients ~10x slower in loops
+    config.steps_per_dispatch = 10        # as configs/acp.py:synthetic (6 s segments: ~20 MB)
     config.batch_size = 64                # as configs/acp.py:synthetic
     config.spectrogram.num_mel_bins = 32
     config.music_channels = (8, 16, 32, 64)
     config.num_seeds = 1                  # a pair costs ~10x an ACP-Net pair here (conv towers)
+    config.input.workers = 1              # decoding is light here; 2 cores run the steps
     config.num_epochs = 60                # ~360 steps
     config.patience = 4                   # evaluations (every 30 steps)
   return config

@@ -101,11 +101,21 @@ def make_splits(seed: int = 0, *, signal: float = 0.3, label_noise: float = 0.1,
 
 def with_media(splits: dict[str, data.Split], seed: int = 0, *, image_side: int = 16,
                seconds: float = 1.0) -> dict[str, data.Split]:
-  """The splits with uint8 pixels of the cue's colour and int16 tones of the cue's pitch."""
+  """The splits as a media config's: each item's record (its `source`) holds its features,
+  uint8 pixels of the cue's colour or int16 tones of the cue's pitch, as tfds.data_source's."""
   rng = np.random.default_rng(seed)
   colour_Cx3 = np.array([[200, 60, 60], [60, 200, 60], [60, 60, 200]], np.float32)
   pitch_C = np.array([220.0, 660.0, 1980.0])
   time_T = np.arange(round(seconds * 22050)) / 22050
+  no_pixels, no_waveform = np.zeros((0, 0, 3), np.uint8), np.zeros((0,), np.int16)
+
+  def records(items: data.Items, field: str, media_N: np.ndarray) -> list[dict]:
+    emotions_N = items.emotions_N if items.emotions_N is not None else -np.ones_like(items.cues_N)
+    return [{"id": item_id, "label": items.labels_N[i], "cue": items.cues_N[i],
+             "emotion": emotions_N[i], "song_id": "", "features": items.features_NxD[i],
+             "pixels": no_pixels, "waveform": no_waveform, field: media_N[i]}
+            for i, item_id in enumerate(items.ids)]
+
   out = {}
   for name, split in splits.items():
     image_cue_N, music_cue_M = split.images.cues_N, split.music.cues_N
@@ -113,12 +123,12 @@ def with_media(splits: dict[str, data.Split], seed: int = 0, *, image_side: int 
         0, 40, (len(image_cue_N), image_side, image_side, 3))
     tones = 0.3 * np.sin(2 * np.pi * pitch_C[music_cue_M][:, None] * time_T) + rng.normal(
         0, 0.05, (len(music_cue_M), len(time_T)))
+    media_items = lambda items, field, media_N: dataclasses.replace(
+        items, features_NxD=None, source=records(items, field, media_N))
     out[name] = dataclasses.replace(
         split,
-        images=dataclasses.replace(split.images,
-                                   pixels_NxHxWx3=np.clip(pixels, 0, 255).astype(np.uint8)),
-        music=dataclasses.replace(split.music,
-                                  waveforms_NxT=np.round(tones * 32767).astype(np.int16)))
+        images=media_items(split.images, "pixels", np.clip(pixels, 0, 255).astype(np.uint8)),
+        music=media_items(split.music, "waveform", np.round(tones * 32767).astype(np.int16)))
   return out
 
 
@@ -148,6 +158,8 @@ def small_media_config(model: str, **overrides) -> ml_collections.ConfigDict:
               "eval_every_epochs", "checkpoint_every_epochs", "report"):
     config[key] = shrunk[key]
   config.spectrogram.num_mel_bins = 8
+  config.input.workers = 0              # read in the test's process: no worker start-up
+  config.input.standardizer_items = 64
   config.music_channels = (4, 8)
   if model == "l3net":
     config.image_channels = (4, 8)

@@ -1,4 +1,5 @@
-"""Device tables and on-device pair sampling: balance, labels, uniformity; the oracle."""
+"""Device tables and pair sampling (on device, and on the host for the media stream):
+balance, labels, uniformity; the oracle."""
 
 import dataclasses
 
@@ -9,6 +10,7 @@ import pytest
 import fakes
 from acp_jax import data
 from acp_jax import pairs
+from acp_jax import stream
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +39,18 @@ def test_tables_list_music_by_class(train_split):
     assert (block == c).all()
 
 
-def test_pairs_are_balanced_labelled_and_uniform(train_split):
-  tables = jax.device_put(_tables(train_split))
+def _device_pairs(split: data.Split, num: int) -> tuple[np.ndarray, ...]:
   sample = jax.jit(pairs.sample_pairs, static_argnums=2)
-  image_B, music_B, label_B = map(np.asarray, sample(jax.random.key(0), tables, 60_000))
+  return tuple(map(np.asarray, sample(jax.random.key(0), jax.device_put(_tables(split)), num)))
+
+
+def _host_pairs(split: data.Split, num: int) -> tuple[np.ndarray, ...]:
+  return stream.PairSampler.of(split, num)(seed=0, step=3)
+
+
+@pytest.mark.parametrize("sample", [_device_pairs, _host_pairs], ids=["device", "stream"])
+def test_pairs_are_balanced_labelled_and_uniform(train_split, sample):
+  image_B, music_B, label_B = sample(train_split, 60_000)
   np.testing.assert_array_equal(label_B, np.arange(60_000) % 2 == 0)
   image_class_B = train_split.images.labels_N[image_B]
   music_class_B = train_split.music.labels_N[music_B]
