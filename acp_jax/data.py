@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from acp_jax import MissingInputError
+from acp_jax import UserError
 import tfds_imac  # noqa: F401  (registers the imac builder)
 from tfds_imac.imac import splits as imac_splits
 
@@ -101,7 +102,10 @@ def split_of_sources(image_source: Sequence[dict[str, Any]],
   image_P, music_P, labels_P, _ = imac_splits.make_pairs(images.ids, images.labels_N,
                                                          music.ids, music.labels_N)
   as_int32 = lambda x: np.asarray(x, np.int32)
-  return Split(images, music, Pairs(as_int32(image_P), as_int32(music_P), as_int32(labels_P)))
+  fingerprint = imac_splits.pair_fingerprint([images.ids[i] for i in image_P],
+                                             [music.ids[j] for j in music_P], labels_P)
+  return Split(images, music, Pairs(as_int32(image_P), as_int32(music_P), as_int32(labels_P)),
+               fingerprint)
 
 
 def not_prepared_message(name: str, data_dir: str | None) -> str:
@@ -127,5 +131,14 @@ def load_splits(name: str, data_dir: str | None = None) -> dict[str, Split]:
     read = lambda split: split_from_examples(
         tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1)))
   fingerprints = (builder.info.metadata or {}).get("pair_fingerprint", {})
-  return {split: dataclasses.replace(read(split), fingerprint=fingerprints.get(split))
-          for split in ("train", "validation", "test")}
+  splits = {split: read(split) for split in ("train", "validation", "test")}
+  for split_name, split in splits.items():
+    # A media config's pairs are recomputed here: they must be the ones the build recorded.
+    stored = fingerprints.get(split_name)
+    if split.fingerprint is not None and stored is not None and split.fingerprint != stored:
+      raise UserError(
+          f"The {split_name} pairs of {name} recomputed here (fingerprint {split.fingerprint}) "
+          f"are not the ones its build recorded ({stored}): the dataset was built by another "
+          "version of the pairing rule. Rebuild it with this version.")
+  return {split_name: dataclasses.replace(split, fingerprint=fingerprints.get(split_name))
+          for split_name, split in splits.items()}

@@ -150,7 +150,7 @@ def test_report_sets_objectives_side_by_side(tmp_path):
   assert text.startswith("# ACP-Net towers, SupCon (Emo-CLIM) report")
   assert "| ACP-Net (proposed) | 61.67 | 81.00 ± 2.00 |" in text
   assert "| ACP-Net towers, sigmoid (SigLIP) | — | 79.00 |" in text
-  assert "| ACP-Net towers, SupCon (Emo-CLIM) | — | 64.12 ± 0.71 |" in text
+  assert "| ACP-Net towers, SupCon (Emo-CLIM) | — | 64.12 ± 0.71 [57.74, 70.50] | 200 |" in text
   assert "threshold chosen on the validation pairs" in text
   # Retrieval: the compared run's row beside this run's, its std, then chance.
   p_at_1 = 100 * results["retrieval"]["music_to_image"]["p@1"]
