@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import tempfile
+from collections.abc import Sequence
 
 from etils import epath
 import numpy as np
@@ -110,6 +111,62 @@ def _item_features(dim: int) -> dict:
   }
 
 
+def split_of(modality: str, item_id: str) -> str:
+  return splits.assign_split(f"{modality}:{item_id}")
+
+
+def pair_split(name: str, images: Sequence[corpus.Image],
+               segments: Sequence[tuple[corpus.Song, str]]
+               ) -> tuple[list[tuple[int, int, int]], dict]:
+  """The fixed pairs of one split from its items' ids, labels and cues alone.
+
+  Returns the pairs as (index into `images`, index into `segments`, label) in the
+  split's fixed order, and the split's summary (counts, oracle accuracy, label flips).
+  The input order does not matter, so both build modes pair alike.
+  """
+  img_idx = sorted(range(len(images)), key=lambda i: splits.item_hash(images[i].id))
+  seg_idx = sorted(range(len(segments)), key=lambda j: splits.item_hash(segments[j][1]))
+  if not img_idx or not seg_idx:
+    raise ValueError(f"The {name} split has {len(img_idx)} images and {len(seg_idx)} music "
+                     "segments; IMAC needs both in every split. Add more items.")
+  pair_img, pair_mus, pair_lab, flips = splits.make_pairs(
+      np.array([images[i].label for i in img_idx]),
+      np.array([segments[j][0].label for j in seg_idx]), seed_key=name)
+  summary = {"counts": {"images": len(img_idx), "music_segments": len(seg_idx),
+                        "songs": len({song.id for song, _ in segments}), "pairs": len(pair_lab)},
+             "flips": flips}
+  img_cue = np.array([images[img_idx[i]].cue for i in pair_img])
+  mus_cue = np.array([segments[seg_idx[j]][0].cue for j in pair_mus])
+  if (img_cue >= 0).all() and (mus_cue >= 0).all():
+    summary["oracle"] = float(np.mean((img_cue == mus_cue) == pair_lab.astype(bool)))
+  pairs = [(img_idx[i], seg_idx[j], int(lab)) for i, j, lab in zip(pair_img, pair_mus, pair_lab)]
+  return pairs, summary
+
+
+def build_metadata(log: corpus.SkipLog, summaries: dict[str, dict]) -> dict:
+  """The dataset metadata a build learns from its items (both build modes)."""
+  return {
+      "skipped": log.counts(),
+      "skipped_items": [list(item) for item in log.items],
+      "oracle_accuracy": {n: s["oracle"] for n, s in summaries.items() if "oracle" in s},
+      "counts": {n: s["counts"] for n, s in summaries.items()},
+      "pair_label_flips": sum(s["flips"] for s in summaries.values()),
+  }
+
+
+def pair_example(k: int, image: corpus.Image, image_feat: np.ndarray, song: corpus.Song,
+                 segment_id: str, music_feat: np.ndarray, label: int) -> tuple[str, dict]:
+  """Key and features of the k-th pair of a split (both build modes)."""
+  # A pair may repeat; its position in the split's fixed pair list makes the key unique.
+  return f"{k:07d}|{image.id}|{segment_id}", {
+      "image": {"id": image.id, "features": image_feat, "label": image.label,
+                "emotion": image.emotion, "cue": image.cue},
+      "music": {"id": segment_id, "song_id": song.id, "features": music_feat,
+                "label": song.label, "cue": song.cue},
+      "label": label,
+  }
+
+
 class Builder(tfds.core.GeneratorBasedBuilder):
   """IMAC correspondence pairs with Inception-V3 image and 193-d music features."""
 
@@ -130,6 +187,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  description="`synthetic` plus 224x224 pixels and segment waveforms."),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "features"
+  _beam_build = None  # set for a build run with Beam options; see _download_and_prepare
 
   def _info(self) -> tfds.core.DatasetInfo:
     image = _item_features(inception.FEATURE_DIM)
@@ -169,44 +227,24 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     images = corpus.scan_images(root, cues, log)
     songs = corpus.scan_songs(root, cues, log)
     weights = manual_dir / WEIGHTS_FILE if manual_dir is not None else None
+    self.info.metadata.update(self._model_metadata(weights))
+    if self._beam_build is not None:
+      return self._beam_splits(images, songs, log, weights)
     images, image_feats = self._embed_images(images, weights, log)
     segments, music_feats = self._describe_music(songs, log)
 
-    split_of_image = [splits.assign_split(f"image:{im.id}") for im in images]
-    split_of_song = {s.id: splits.assign_split(f"music:{s.id}") for s in songs}
-    examples, oracle, counts, flips = {}, {}, {}, 0
+    split_of_image = [split_of("image", im.id) for im in images]
+    split_of_song = {s.id: split_of("music", s.id) for s in songs}
+    summaries, examples = {}, {}
     for name in splits.SPLITS:
-      img_idx = sorted((i for i, s in enumerate(split_of_image) if s == name),
-                       key=lambda i: splits.item_hash(images[i].id))
-      seg_idx = sorted((j for j, (song, _) in enumerate(segments) if split_of_song[song.id] == name),
-                       key=lambda j: splits.item_hash(segments[j][1]))
-      if not img_idx or not seg_idx:
-        raise ValueError(f"The {name} split has {len(img_idx)} images and {len(seg_idx)} music "
-                         "segments; IMAC needs both in every split. Add more items.")
-      pair_img, pair_mus, pair_lab, n_flips = splits.make_pairs(
-          np.array([images[i].label for i in img_idx]),
-          np.array([segments[j][0].label for j in seg_idx]), seed_key=name)
-      flips += n_flips
-      img_cue = np.array([images[img_idx[i]].cue for i in pair_img])
-      mus_cue = np.array([segments[seg_idx[j]][0].cue for j in pair_mus])
-      if (img_cue >= 0).all() and (mus_cue >= 0).all():
-        oracle[name] = float(np.mean((img_cue == mus_cue) == pair_lab.astype(bool)))
-      counts[name] = {"images": len(img_idx), "music_segments": len(seg_idx),
-                      "songs": len({segments[j][0].id for j in seg_idx}), "pairs": len(pair_lab)}
+      img_idx = [i for i, s in enumerate(split_of_image) if s == name]
+      seg_idx = [j for j, (song, _) in enumerate(segments) if split_of_song[song.id] == name]
+      pairs, summaries[name] = pair_split(name, [images[i] for i in img_idx],
+                                          [segments[j] for j in seg_idx])
       examples[name] = [(images[img_idx[i]], image_feats[img_idx[i]], segments[seg_idx[j]],
-                         music_feats[seg_idx[j]], int(lab))
-                        for i, j, lab in zip(pair_img, pair_mus, pair_lab)]
+                         music_feats[seg_idx[j]], label) for i, j, label in pairs]
 
-    self.info.metadata.update({
-        "skipped": log.counts(),
-        "skipped_items": [list(item) for item in log.items],
-        "oracle_accuracy": oracle,
-        "counts": counts,
-        "pair_label_flips": flips,
-        "inception_weights": "imagenet" if weights is not None and weights.exists()
-                             else f"random(seed={cfg.inception_seed})",
-        "descriptor": dataclasses.asdict(cfg.descriptor),
-    })
+    self.info.metadata.update(build_metadata(log, summaries))
     print(log.summary())
     return {name: self._generate_examples(rows) for name, rows in examples.items()}
 
@@ -217,18 +255,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     load_song = functools.lru_cache(maxsize=1)(
         lambda path: music.segment(music.load_audio(path, cfg.descriptor.sample_rate),
                                    cfg.descriptor))
-    # A pair may repeat; its position in the split's fixed pair list makes the key unique.
     rows = list(enumerate(rows))
     if cfg.media:
       rows.sort(key=lambda row: row[1][2][0].id)
     for k, (image, image_feat, (song, segment_id), music_feat, label) in rows:
-      example = {
-          "image": {"id": image.id, "features": image_feat, "label": image.label,
-                    "emotion": image.emotion, "cue": image.cue},
-          "music": {"id": segment_id, "song_id": song.id, "features": music_feat,
-                    "label": song.label, "cue": song.cue},
-          "label": label,
-      }
+      key, example = pair_example(k, image, image_feat, song, segment_id, music_feat, label)
       if cfg.media:
         example["image"]["pixels"] = np.zeros((0, 0, 3), np.uint8)
         example["music"]["waveform"] = np.zeros((0,), np.int16)
@@ -240,7 +271,43 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           seen_segments.add(segment_id)
           wave_T = load_song(song.path)[int(segment_id.rsplit("#", 1)[1])]
           example["music"]["waveform"] = np.round(np.clip(wave_T, -1, 1) * 32767).astype(np.int16)
-      yield f"{k:07d}|{image.id}|{segment_id}", example
+      yield key, example
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    # TFDS tells a builder it runs under Beam only through the download config.
+    beam_mode = download_config.beam_runner is not None or download_config.beam_options is not None
+    self._beam_build = "requested" if beam_mode else None
+    super()._download_and_prepare(dl_manager, download_config)
+
+  def _beam_splits(self, images, songs, log, weights):
+    """The splits as Beam transforms; their summary reaches the metadata afterwards."""
+    # Imported only for a Beam build: Beam takes seconds to import.
+    from tfds_imac.imac import beam_pipeline  # pylint: disable=g-import-not-at-top
+    cfg: ImacConfig = self.builder_config
+    if cfg.media:
+      raise ValueError(f"imac/{cfg.name} stores media and builds in-process only; drop "
+                       "--beam_pipeline_options or build a features config with Beam.")
+    self._beam_build = beam_pipeline.Build(
+        images, songs, log.items, image_size=cfg.image_size, min_image_side=cfg.min_image_side,
+        image_batch=cfg.image_chunk, inception_seed=cfg.inception_seed,
+        weights=weights if weights is not None and weights.exists() else None,
+        descriptor=cfg.descriptor, split_of=split_of, pair_split=pair_split,
+        pair_example=pair_example, work_dir=epath.Path(self.data_dir) / "imac_beam_build")
+    return {name: self._beam_build.split(name) for name in splits.SPLITS}
+
+  def _process_pipeline_result(self, pipeline_result) -> None:
+    log = corpus.SkipLog()
+    log.items, summaries = self._beam_build.result()
+    self.info.metadata.update(build_metadata(log, summaries))
+    print(log.summary())
+
+  def _model_metadata(self, weights: epath.Path | None) -> dict:
+    cfg: ImacConfig = self.builder_config
+    return {
+        "inception_weights": "imagenet" if weights is not None and weights.exists()
+                             else f"random(seed={cfg.inception_seed})",
+        "descriptor": dataclasses.asdict(cfg.descriptor),
+    }
 
   @staticmethod
   def _manual_dir(dl_manager) -> epath.Path | None:
