@@ -10,6 +10,7 @@ pipeline runs on the DirectRunner, Dataflow, Flink or Spark.
 """
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -201,12 +202,18 @@ class Build:
   def split(self, name: str) -> beam.PTransform:
     return _Split(self, name)
 
+  def part(self, root: beam.pvalue.PBegin, name: str) -> beam.PCollection:
+    """(split, (key, example)) of split `name`; builds the shared graph on first use."""
+    if self._by_split is None:
+      self._by_split = self._graph(root)
+    return self._by_split[name]
+
   def _graph(self, root: beam.pvalue.PBegin) -> dict:
     progress_dir = self._work_dir / "progress"
     progress_dir.mkdir(parents=True, exist_ok=True)
     decoded = (root
-               | "ListImages" >> beam.Create(self._images)
-               | "SpreadImages" >> beam.Reshuffle()
+               | "ListImages" >> _ReadItems(self._work_dir / "images.jsonl", self._images,
+                                            corpus.Image)
                | "DecodeImage" >> beam.ParDo(_DecodeImage(
                    self._image_size, self._min_image_side,
                    _Progress(progress_dir, "image"))).with_outputs(_SKIP, main="item"))
@@ -216,8 +223,8 @@ class Build:
                 | "EmbedImages" >> beam.ParDo(_EmbedImages(
                     self._weights, self._inception_seed)).with_outputs(_SKIP, main="item"))
     segments = (root
-                | "ListSongs" >> beam.Create(self._songs)
-                | "SpreadSongs" >> beam.Reshuffle()
+                | "ListSongs" >> _ReadItems(self._work_dir / "songs.jsonl", self._songs,
+                                           corpus.Song)
                 | "DescribeSong" >> beam.ParDo(_DescribeSong(
                     self._descriptor, _Progress(progress_dir, "music"))
                                                ).with_outputs(_SKIP, main="item"))
@@ -279,6 +286,32 @@ class Build:
     return [tuple(s) for s in summary["skipped_items"]], summary["splits"]
 
 
+def _parse_item(line: str, record_type: type):
+  fields = json.loads(line)
+  return record_type(**{**fields, "path": epath.Path(fields["path"])})
+
+
+class _ReadItems(beam.PTransform):
+  """Item records through a file, spread over the workers.
+
+  A file, not `beam.Create`: Create puts the whole list into the job graph, which
+  runners limit in size (Dataflow: 10 MB; IMAC's listing is larger).
+  """
+
+  def __init__(self, path: epath.Path, items: Sequence, record_type: type):
+    super().__init__()
+    self._path, self._items, self._type = path, items, record_type
+
+  def expand(self, root):
+    self._path.write_text("".join(
+        json.dumps({**dataclasses.asdict(item), "path": os.fspath(item.path)}) + "\n"
+        for item in self._items))
+    return (root
+            | "Read" >> beam.io.ReadFromText(os.fspath(self._path))
+            | "Parse" >> beam.Map(_parse_item, self._type)
+            | "Spread" >> beam.Reshuffle())
+
+
 class _Split(beam.PTransform):
   """One split's examples out of the build's shared graph."""
 
@@ -287,11 +320,9 @@ class _Split(beam.PTransform):
     self._build, self._name = build, name
 
   def expand(self, root):
-    if self._build._by_split is None:  # pylint: disable=protected-access
-      self._build._by_split = self._build._graph(root)  # pylint: disable=protected-access
     # Applied here so that each split's transform has a part of its own (Beam pickles
     # a transform without parts as if it were a primitive).
-    return (self._build._by_split[self._name]  # pylint: disable=protected-access
+    return (self._build.part(root, self._name)
             | "Examples" >> beam.Map(lambda split_example: split_example[1]))
 
 
