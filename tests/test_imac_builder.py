@@ -1,12 +1,14 @@
 """The imac builder end to end on generated corpora: bad input, metadata, examples."""
 
 import csv
-import io
+import dataclasses
+import shutil
 
 import numpy as np
 from PIL import Image
 import pytest
 import soundfile as sf
+from etils import epath
 import tensorflow_datasets as tfds
 
 from acp_jax import data
@@ -60,12 +62,50 @@ def _add_bad_items(root):
     csv.writer(f).writerows(rows)
 
 
-def test_bad_input_is_counted_and_never_aborts(tmp_path):
-  root = tmp_path / "manual"
-  synthetic.write_corpus(root, synthetic.CorpusConfig(num_images=60, num_songs=30,
-                                                      song_seconds=4.5, seed=3))
+_SMALL = dict(num_images=60, num_songs=24, song_seconds=4.5, seed=3)  # two segments a song
+_GONE_SONGS = ("song_0002", "song_0011", "song_0019")
+
+
+def _stem(item_id: str) -> str:
+  return item_id.rsplit(".", 1)[0] if "/" in item_id else item_id
+
+
+@pytest.fixture(scope="module")
+def reduced(tmp_path_factory):
+  """A real-config build of a corpus with ~15% of images and 3 songs removed, plus bad items.
+
+  Returns (builder, full corpus root, removed image stems).
+  """
+  tmp = tmp_path_factory.mktemp("reduced")
+  full = tmp / "full"
+  synthetic.write_corpus(full, synthetic.CorpusConfig(**_SMALL))
+  root = tmp / "manual"
+  shutil.copytree(full, root)
+  removed = sorted(root.glob("images/*/*.jpg"))[::7]
+  for path in removed:
+    path.unlink()
+  for song in _GONE_SONGS:
+    path, = (root / "music").glob(f"{song}.*")
+    path.unlink()
   _add_bad_items(root)
-  builder = _build(tmp_path, root, _config())
+  with pytest.MonkeyPatch.context() as env:
+    env.setenv(imac.RANDOM_INCEPTION_ENV, "1")
+    builder = _build(tmp, root, _config())
+  return builder, full, {f"{p.parent.name}/{p.stem}" for p in removed}
+
+
+def _splits(builder):
+  return {name: data.split_from_examples(tfds.as_numpy(builder.as_dataset(name, batch_size=-1)))
+          for name in ("train", "validation", "test")}
+
+
+def _pairs(split) -> set:
+  return {(_stem(split.images.ids[i]), _stem(split.music.ids[j]), int(l))
+          for i, j, l in zip(split.pairs.image_P, split.pairs.music_P, split.pairs.labels_P)}
+
+
+def test_bad_input_is_counted_and_never_aborts(reduced):
+  builder, _, _ = reduced
   skipped = builder.info.metadata["skipped"]
   expected = {
       "image: unreadable image": 3,  # empty, truncated, garbage
@@ -77,22 +117,20 @@ def test_bad_input_is_counted_and_never_aborts(tmp_path):
       "music: audio: silent": 1,
       "music: audio: shorter than one segment": 1,
       "music: audio file without a music.csv row": 1,
-      "music: music.csv row without an audio file": 1,
+      "music: music.csv row without an audio file": 1 + len(_GONE_SONGS),
       "music: malformed csv row": 3,
       "music: duplicate song id in music.csv": 1,
   }
   for reason, n in expected.items():
     assert skipped.get(reason) == n, (reason, skipped)
-  assert any(r.startswith("music: audio: ") and "broken" in item
-             for _, item, r in [(m, i, f"{m}: {r}") for m, i, r in builder.info.metadata["skipped_items"]])
-  splits = {name: data.split_from_examples(tfds.as_numpy(builder.as_dataset(name, batch_size=-1)))
-            for name in ("train", "validation", "test")}
-  ids = {i for s in splits.values() for i in s.images.ids}
+  assert any(r.startswith("audio: ") and "broken" in item
+             for _, item, r in builder.info.metadata["skipped_items"])
+  splits = _splits(builder)
+  ids = {_stem(i) for s in splits.values() for i in s.images.ids}
   assert {"fear/grey", "fear/cmyk", "fear/alpha", "fear/deep"} <= ids  # converted, kept
   assert "stereo48k" in {i.split("#")[0] for s in splits.values() for i in s.music.ids}
   for s in splits.values():
     assert np.isfinite(s.images.features_NxD).all() and np.isfinite(s.music.features_NxD).all()
-    assert abs(2 * int(s.pairs.labels_P.sum()) - len(s.pairs.labels_P)) <= 1
     np.testing.assert_array_equal(
         s.pairs.labels_P, s.images.labels_N[s.pairs.image_P] == s.music.labels_N[s.pairs.music_P])
   # No song leaks across splits.
@@ -100,39 +138,106 @@ def test_bad_input_is_counted_and_never_aborts(tmp_path):
   assert not (songs[0] & songs[1] or songs[0] & songs[2] or songs[1] & songs[2])
 
 
-def test_synthetic_records_oracle_and_media(tmp_path, monkeypatch):
+def test_removed_items_change_only_their_pairs(reduced):
+  builder, full, removed = reduced
+  log = imac.corpus.SkipLog()
+  gone_images = [im for im in imac.corpus.scan_images(full, {}, log) if _stem(im.id) in removed]
+  gone_segments = [seg for song in imac.corpus.scan_songs(full, {}, log)
+                   if song.id in _GONE_SONGS for seg in imac.song_segments(song, 2)]
+  lost = 0
+  for name, split in _splits(builder).items():
+    # The built corpus plus the removed items, paired by the shared rule.
+    back_images = [im for im in gone_images if imac.splits.assign_split(f"image:{im.id}") == name]
+    back_segments = [seg for seg in gone_segments
+                     if imac.splits.assign_split(f"music:{seg.song.id}") == name]
+    image_ids = list(split.images.ids) + [im.id for im in back_images]
+    music_ids = list(split.music.ids) + [seg.id for seg in back_segments]
+    image_P, music_P, label_P, _ = imac.splits.make_pairs(
+        image_ids, np.r_[split.images.labels_N, [im.label for im in back_images]],
+        music_ids, np.r_[split.music.labels_N, [seg.song.label for seg in back_segments]])
+    full_pairs = {(_stem(image_ids[i]), music_ids[j], int(l))
+                  for i, j, l in zip(image_P, music_P, label_P)}
+    built = _pairs(split)
+    surviving = {p for p in full_pairs
+                 if p[0] not in removed and p[1].split("#")[0] not in _GONE_SONGS}
+    lost += len(full_pairs) - len(surviving)
+    assert surviving <= built, name
+    # The built pairs are the shared rule applied to the built items.
+    image_P, music_P, label_P, _ = imac.splits.make_pairs(
+        split.images.ids, split.images.labels_N, split.music.ids, split.music.labels_N)
+    assert _pairs(dataclasses.replace(split, pairs=data.Pairs(image_P, music_P, label_P))) == built
+  assert lost >= len(removed)  # the removal did take pairs away
+
+
+def test_metadata_fingerprints_weights_and_skip_report(reduced):
+  builder, _, _ = reduced
+  meta = builder.info.metadata
+  assert meta["inception_weights"] == "random(seed=0)"
+  assert set(meta["descriptor"]) >= {"segment_seconds", "window_seconds", "hop_seconds"}
+  for name, split in _splits(builder).items():
+    ids_P = ([split.images.ids[i] for i in split.pairs.image_P],
+             [split.music.ids[j] for j in split.pairs.music_P])
+    assert meta["pair_fingerprint"][name] == imac.splits.pair_fingerprint(*ids_P,
+                                                                         split.pairs.labels_P)
+  report = (epath.Path(builder.data_dir) / imac.SKIP_REPORT_FILE).read_text()
+  lines = [line.split("\t") for line in report.splitlines() if not line.startswith("#")]
+  assert len(lines) == len(meta["skipped_items"])
+  assert ["images/awe/truncated.jpg", "unreadable image"] in lines
+  broken = next(r for _, i, r in meta["skipped_items"] if i == "broken.wav")
+  assert ["music/broken.wav", broken] in lines
+
+
+def test_real_config_refuses_to_build_without_weights(tmp_path, monkeypatch):
+  root = tmp_path / "manual"
+  synthetic.write_corpus(root, synthetic.CorpusConfig(num_images=6, num_songs=6, song_seconds=2.5))
+  monkeypatch.delenv(imac.RANDOM_INCEPTION_ENV, raising=False)
+  with pytest.raises(FileNotFoundError) as error:
+    _build(tmp_path, root, _config())
+  for needed in (imac.WEIGHTS_FILE, str(root), "storage.googleapis.com",
+                 f"{imac.RANDOM_INCEPTION_ENV}=1"):
+    assert needed in str(error.value)
+
+
+def test_synthetic_media_is_item_level_and_ignores_manual_weights(tmp_path):
+  manual = tmp_path / "manual"
+  manual.mkdir()
+  # A synthetic config never reads the manual dir: a broken weights file there is harmless.
+  (manual / imac.WEIGHTS_FILE).write_bytes(b"not an h5 file")
   cfg = _config(media=True, synthetic=synthetic.CorpusConfig(num_images=45, num_songs=24,
                                                              song_seconds=4.5, seed=1))
-  builder = _build(tmp_path, None, cfg)
-  oracle = builder.info.metadata["oracle_accuracy"]
-  assert set(oracle) == {"train", "validation", "test"}
-  assert all(0.5 < v <= 1.0 for v in oracle.values())
-  assert builder.info.metadata["inception_weights"] == "random(seed=0)"
-  pixels, waves = 0, 0
-  for ex in tfds.as_numpy(builder.as_dataset("train")):
-    pixels += ex["image"]["pixels"].size > 0
-    waves += ex["music"]["waveform"].size > 0
-    if ex["image"]["pixels"].size:
-      assert ex["image"]["pixels"].shape == (224, 224, 3)
-  counts = builder.info.metadata["counts"]
-  assert (pixels, waves) == (counts["train"]["images"], counts["train"]["music_segments"])
-
-  # load_splits gives every item the media stored on its first pair.
-  monkeypatch.setattr(data.tfds, "builder", lambda name, data_dir=None: builder)
-  splits = data.load_splits("imac/tiny_media")
-  for name, split in splits.items():
-    assert split.images.pixels_NxHxWx3.shape == (counts[name]["images"], 224, 224, 3)
-    assert split.images.pixels_NxHxWx3.dtype == np.uint8
-    assert split.music.waveforms_NxT.shape == (counts[name]["music_segments"], 2 * 22050)
-    assert split.music.waveforms_NxT.dtype == np.int16
-    assert np.abs(split.music.waveforms_NxT).max(axis=1).min() > 0  # no empty placeholder kept
-    assert len(split.pairs.labels_P) == counts[name]["pairs"]
-  image_id = splits["test"].images.ids[0]
-  emotion, stem = image_id.split("/")
-  path, = (tmp_path / "tfds" / "downloads").glob(
-      f"imac_synthetic_corpus_*/images/{emotion}/{stem}.*")
-  np.testing.assert_array_equal(splits["test"].images.pixels_NxHxWx3[0],
-                                media.load_image(path, 224, 32)[0])
+  builder = _build(tmp_path, manual, cfg)
+  meta = builder.info.metadata
+  assert meta["inception_weights"] == "random(seed=0)"
+  assert all(0.5 < v <= 1.0 for v in meta["oracle_accuracy"].values())
+  assert builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD
+  sources = builder.as_data_source()
+  assert set(sources) == {f"{s}_{m}" for s in ("train", "validation", "test")
+                          for m in ("images", "music")}
+  corpus_dir, = (tmp_path / "tfds" / "downloads").glob("imac_synthetic_corpus_*")
+  for name, counts in meta["counts"].items():
+    images, music = sources[f"{name}_images"], sources[f"{name}_music"]
+    assert (len(images), len(music)) == (counts["images"], counts["music_segments"])
+    image_rows = [images[i] for i in range(len(images))]
+    music_rows = [music[j] for j in range(len(music))]
+    image_ids = [r["id"].decode() for r in image_rows]
+    music_ids = [r["id"].decode() for r in music_rows]
+    assert image_ids == sorted(image_ids) and music_ids == sorted(music_ids)  # record i = item i
+    for r in image_rows:
+      assert r["pixels"].shape == (224, 224, 3) and r["waveform"].shape == (0,)
+      assert r["features"].shape == (2048,) and r["emotion"] >= 0 and r["song_id"] == b""
+    for r in music_rows:
+      assert r["waveform"].shape == (2 * 22050,) and r["pixels"].shape == (0, 0, 3)
+      assert r["features"].shape == (193,) and r["emotion"] == -1
+      assert r["song_id"].decode() == r["id"].decode().split("#")[0]
+      assert np.abs(r["waveform"]).max() > 0
+    # The media config's fixed pairs are make_pairs of its items, as in the features config.
+    image_P, music_P, label_P, _ = imac.splits.make_pairs(
+        image_ids, [r["label"] for r in image_rows], music_ids, [r["label"] for r in music_rows])
+    assert meta["pair_fingerprint"][name] == imac.splits.pair_fingerprint(
+        [image_ids[i] for i in image_P], [music_ids[j] for j in music_P], label_P)
+    emotion, stem = _stem(image_ids[0]).split("/")
+    path, = corpus_dir.glob(f"images/{emotion}/{stem}.*")
+    np.testing.assert_array_equal(image_rows[0]["pixels"], media.load_image(path, 224, 32)[0])
 
 
 def test_real_config_without_manual_data_fails_at_once(tmp_path):

@@ -1,12 +1,13 @@
 """The IMAC build as an Apache Beam pipeline (TFDS's Beam mode of the `imac` builder).
 
-The launcher only lists the corpus (paths, labels, cues). Workers decode and embed
-images and decode and describe songs, one item per element; pairing sees only ids,
-labels and cues, one group per split; examples are joined from the features by id.
-Skips and per-split summaries become the pipeline's last output, a JSON file under
-`work_dir` that the builder folds into the dataset metadata once the pipeline has run.
-Workers hold no process-global state and every path goes through epath, so the same
-pipeline runs on the DirectRunner, Dataflow, Flink or Spark.
+The launcher only lists the corpus (paths, labels, cues). Workers run the builder's
+per-item functions: decode and embed images, decode and describe songs, one item per
+element. The pairing (`plan_splits`) sees only the kept items' ids, labels and cues,
+gathered in one place; examples are joined from the features by id. The dataset
+metadata (`build_metadata`, with every skip) is a side output, a JSON file under
+`work_dir` that the builder folds into its info once the pipeline has run. Workers
+hold no process-global state and every path goes through epath, so the same pipeline
+runs on the DirectRunner, Dataflow, Flink or Spark.
 """
 
 import contextlib
@@ -24,15 +25,13 @@ from etils import epath
 import numpy as np
 from tqdm import tqdm
 
-from acp_jax.features import inception
 from acp_jax.features import media
 from acp_jax.features import music
 from tfds_imac.imac import corpus
+from tfds_imac.imac import imac_dataset_builder as imac
 from tfds_imac.imac import splits
 
 _SKIP = "skip"
-_SUMMARY = "summary"
-_MODALITIES = ("image", "music")
 PROGRESS_SECONDS = 2.0  # how often a worker reports its count and the launcher redraws
 
 
@@ -73,17 +72,17 @@ class _Progress:
 
 
 class _DecodeImage(beam.DoFn):
-  """corpus.Image -> (image, 224x224x3 pixels) | skip."""
+  """corpus.Image -> (image, pixels) | skip."""
 
-  def __init__(self, size: int, min_side: int, progress: _Progress):
-    self._size, self._min_side, self._progress = size, min_side, progress
+  def __init__(self, cfg: imac.ImacConfig, progress: _Progress):
+    self._cfg, self._progress = cfg, progress
 
   def setup(self):
     self._progress.start()
 
   def process(self, image: corpus.Image):
     with _local_file(image.path) as path:
-      pixels, reason = media.load_image(path, self._size, self._min_side)
+      pixels, reason = imac.load_image_item(dataclasses.replace(image, path=path), self._cfg)
     self._progress.add()
     if reason:
       yield beam.pvalue.TaggedOutput(_SKIP, ("image", image.id, reason))
@@ -97,27 +96,26 @@ class _DecodeImage(beam.DoFn):
 class _EmbedImages(beam.DoFn):
   """Batches of (image, pixels) -> (image, 2048 features) | skip."""
 
-  def __init__(self, weights: epath.Path | None, seed: int):
-    self._weights, self._seed = weights, seed
+  def __init__(self, weights: epath.Path | None, seed: int, batch_size: int):
+    self._weights, self._seed, self._batch_size = weights, seed, batch_size
 
   def setup(self):
-    if self._weights is None:
-      self._embedder = inception.ImageEmbedder.from_weights_file(None, seed=self._seed)
-      return
-    with _local_file(self._weights) as path:
-      self._embedder = inception.ImageEmbedder.from_weights_file(path, seed=self._seed)
+    with contextlib.ExitStack() as stack:
+      weights = self._weights and stack.enter_context(_local_file(self._weights))
+      self._embedder = imac.make_embedder(weights, self._seed, self._batch_size)
 
   def process(self, batch: Sequence[tuple[corpus.Image, np.ndarray]]):
-    feat_Bx2048 = self._embedder(np.stack([pixels for _, pixels in batch]))
-    for (image, _), feat in zip(batch, feat_Bx2048):
-      if np.isfinite(feat).all():
-        yield image, feat
+    feat_BxD, reasons = imac.embed_image_batch(self._embedder,
+                                               np.stack([pixels for _, pixels in batch]))
+    for (image, _), feat, reason in zip(batch, feat_BxD, reasons):
+      if reason:
+        yield beam.pvalue.TaggedOutput(_SKIP, ("image", image.id, reason))
       else:
-        yield beam.pvalue.TaggedOutput(_SKIP, ("image", image.id, "non-finite image features"))
+        yield image, feat
 
 
 class _DescribeSong(beam.DoFn):
-  """corpus.Song -> ((song, segment id), 193 descriptor) per segment | skip."""
+  """corpus.Song -> (segment, 193 descriptor) per segment | skip."""
 
   def __init__(self, cfg: music.DescriptorConfig, progress: _Progress):
     self._cfg, self._progress = cfg, progress
@@ -130,46 +128,46 @@ class _DescribeSong(beam.DoFn):
       desc_Sx193, reason = media.describe_song(path, self._cfg)
     self._progress.add()
     if reason:
-      yield beam.pvalue.TaggedOutput(_SKIP, ("music", song.id, reason))
+      yield beam.pvalue.TaggedOutput(_SKIP, ("music", song.path.name, reason))
       return
-    for k, row in enumerate(desc_Sx193):
-      yield (song, f"{song.id}#{k:03d}"), row
+    yield from zip(imac.song_segments(song, len(desc_Sx193)), desc_Sx193)
 
   def finish_bundle(self):
     self._progress.flush()
 
 
-class _PairSplit(beam.DoFn):
-  """(split, items) -> (split, k, image id, segment id, label) | summary, from ids alone."""
+def _plan(items: list, skips: list, scan_skips: list, weights_label: str,
+          desc_cfg: music.DescriptorConfig, metadata_path: str):
+  """All kept items' records (no features) -> each pair, keyed by its image id.
 
-  def __init__(self, pair_split):
-    self._pair_split = pair_split
-
-  def process(self, split_items):
-    name, items = split_items
-    images = [item for modality, item in items if modality == "image"]
-    segments = [item for modality, item in items if modality == "music"]
-    pairs, summary = self._pair_split(name, images, segments)
-    yield beam.pvalue.TaggedOutput(_SUMMARY, (name, summary))
-    for k, (i, j, label) in enumerate(pairs):
-      yield name, k, images[i].id, segments[j][1], label
+  Writes the dataset metadata to `metadata_path` on the way: it needs every split.
+  """
+  images = [item for modality, item in items if modality == "image"]
+  segments = [item for modality, item in items if modality == "music"]
+  plans = imac.plan_splits(images, segments)
+  log = corpus.SkipLog()
+  log.items = [*scan_skips, *skips]
+  metadata = imac.build_metadata(plans, images, segments, log, weights_label, desc_cfg)
+  epath.Path(metadata_path).write_text(json.dumps(metadata))
+  for name, plan in plans.items():
+    for i, j, label in zip(plan.image_P, plan.music_P, plan.label_P):
+      yield images[plan.images_N[i]].id, (name, segments[plan.music_M[j]].id, int(label))
 
 
 def _attach_image(joined):
-  """Image id, its pairs and features -> each pair keyed by its segment id."""
+  """Image id, its pairs and features -> each pair, keyed by its segment id."""
   _, group = joined
   (image, feat), = group["image"]
-  for pair in group["pair"]:
-    yield pair[3], (pair, image, feat)
+  for name, segment_id, label in group["pair"]:
+    yield segment_id, (name, image, feat, label)
 
 
-def _write_summary(path: str, scan_skips: list, skips: list, summaries: list) -> None:
-  # Workers finish in any order; the in-process build reports skips by modality, then id.
-  skips = sorted(skips, key=lambda s: (_MODALITIES.index(s[0]), s[1]))
-  epath.Path(path).write_text(json.dumps({
-      "skipped_items": [list(s) for s in scan_skips] + [list(s) for s in skips],
-      "splits": dict(summaries),
-  }))
+def _attach_segment(joined):
+  """Segment id, its half-made pairs and features -> (split, (key, example))."""
+  _, group = joined
+  (segment, feat), = group["segment"]
+  for name, image, image_feat, label in group["half"]:
+    yield name, imac.pair_example(image, image_feat, segment, feat, label)
 
 
 class Build:
@@ -180,24 +178,13 @@ class Build:
   """
 
   def __init__(self, images: Sequence[corpus.Image], songs: Sequence[corpus.Song],
-               scan_skips: Sequence[tuple[str, str, str]], *, image_size: int,
-               min_image_side: int, image_batch: int, inception_seed: int,
-               weights: epath.Path | None, descriptor: music.DescriptorConfig,
-               split_of, pair_split, pair_example, work_dir: epath.Path):
-    """`split_of(modality, id)`, `pair_split` and `pair_example` are the builder's own
-    functions, so both build modes assign, pair and write examples alike."""
+               scan_skips: Sequence[tuple[str, str, str]], cfg: imac.ImacConfig,
+               weights: epath.Path | None, weights_label: str, work_dir: epath.Path):
     self._images, self._songs, self._scan_skips = list(images), list(songs), list(scan_skips)
-    self._image_size, self._min_image_side = image_size, min_image_side
-    self._image_batch, self._inception_seed, self._weights = image_batch, inception_seed, weights
-    self._descriptor = descriptor
-    self._split_of, self._pair_split, self._pair_example = split_of, pair_split, pair_example
+    self._cfg, self._weights, self._weights_label = cfg, weights, weights_label
     self._work_dir = epath.Path(work_dir)
     self._by_split = None
     self._bars = None
-
-  @property
-  def summary_path(self) -> epath.Path:
-    return self._work_dir / "summary.json"
 
   def split(self, name: str) -> beam.PTransform:
     return _Split(self, name)
@@ -208,82 +195,65 @@ class Build:
       self._by_split = self._graph(root)
     return self._by_split[name]
 
+  @property
+  def _metadata_path(self) -> epath.Path:
+    return self._work_dir / "metadata.json"
+
   def _graph(self, root: beam.pvalue.PBegin) -> dict:
+    cfg = self._cfg
     progress_dir = self._work_dir / "progress"
     progress_dir.mkdir(parents=True, exist_ok=True)
     decoded = (root
                | "ListImages" >> _ReadItems(self._work_dir / "images.jsonl", self._images,
                                             corpus.Image)
                | "DecodeImage" >> beam.ParDo(_DecodeImage(
-                   self._image_size, self._min_image_side,
-                   _Progress(progress_dir, "image"))).with_outputs(_SKIP, main="item"))
+                   cfg, _Progress(progress_dir, "image"))).with_outputs(_SKIP, main="item"))
     embedded = (decoded.item
-                | "BatchImages" >> beam.BatchElements(min_batch_size=self._image_batch,
-                                                      max_batch_size=self._image_batch)
+                | "BatchImages" >> beam.BatchElements(min_batch_size=cfg.image_batch,
+                                                      max_batch_size=cfg.image_batch)
                 | "EmbedImages" >> beam.ParDo(_EmbedImages(
-                    self._weights, self._inception_seed)).with_outputs(_SKIP, main="item"))
+                    self._weights, cfg.inception_seed, cfg.image_batch)
+                                              ).with_outputs(_SKIP, main="item"))
     segments = (root
                 | "ListSongs" >> _ReadItems(self._work_dir / "songs.jsonl", self._songs,
                                            corpus.Song)
                 | "DescribeSong" >> beam.ParDo(_DescribeSong(
-                    self._descriptor, _Progress(progress_dir, "music"))
+                    cfg.descriptor, _Progress(progress_dir, "music"))
                                                ).with_outputs(_SKIP, main="item"))
-
-    split_of = self._split_of
-    items = (
-        (embedded.item | "ImageSplit" >> beam.Map(
-            lambda x: (split_of("image", x[0].id), ("image", x[0]))),
-         segments.item | "SegmentSplit" >> beam.Map(
-             lambda x: (split_of("music", x[0][0].id), ("music", x[0]))))
-        | "AllItems" >> beam.Flatten())
-    pairs = (items
-             | "GroupBySplit" >> beam.GroupByKey()
-             | "Pair" >> beam.ParDo(_PairSplit(self._pair_split)).with_outputs(
-                 _SUMMARY, main="pair"))
-
-    pair_example = self._pair_example
-    half = ({"pair": pairs.pair | "PairByImage" >> beam.Map(lambda p: (p[2], p)),
-             "image": embedded.item | "ImageById" >> beam.Map(lambda x: (x[0].id, x))}
-            | "JoinImages" >> beam.CoGroupByKey()
-            | "AttachImage" >> beam.FlatMap(_attach_image))
-
-    def attach_segment(joined):
-      _, group = joined
-      ((song, segment_id), feat), = group["segment"]
-      for (name, k, _, _, label), image, image_feat in group["half"]:
-        yield name, pair_example(k, image, image_feat, song, segment_id, feat, label)
-
-    examples = ({"half": half,
-                 "segment": segments.item | "SegmentById" >> beam.Map(lambda x: (x[0][1], x))}
-                | "JoinSegments" >> beam.CoGroupByKey()
-                | "AttachSegment" >> beam.FlatMap(attach_segment))
 
     skips = ((decoded[_SKIP], embedded[_SKIP], segments[_SKIP])
              | "AllSkips" >> beam.Flatten()
              | "SkipList" >> beam.combiners.ToList())
-    summaries = pairs[_SUMMARY] | "SummaryList" >> beam.combiners.ToList()
-    _ = (root
-         | "SummaryPath" >> beam.Create([os.fspath(self.summary_path)])
-         | "WriteSummary" >> beam.Map(_write_summary, scan_skips=self._scan_skips,
-                                      skips=beam.pvalue.AsSingleton(skips),
-                                      summaries=beam.pvalue.AsSingleton(summaries)))
+    # The pairing needs only ids, labels and cues: the item records travel, not features.
+    items = ((embedded.item | "ImageRecord" >> beam.Map(lambda x: ("image", x[0])),
+              segments.item | "SegmentRecord" >> beam.Map(lambda x: ("music", x[0])))
+             | "AllItems" >> beam.Flatten()
+             | "ItemList" >> beam.combiners.ToList())
+    pairs = items | "Plan" >> beam.FlatMap(
+        _plan, skips=beam.pvalue.AsSingleton(skips), scan_skips=self._scan_skips,
+        weights_label=self._weights_label, desc_cfg=cfg.descriptor,
+        metadata_path=os.fspath(self._metadata_path))
 
+    half = ({"pair": pairs,
+             "image": embedded.item | "ImageById" >> beam.Map(lambda x: (x[0].id, x))}
+            | "JoinImages" >> beam.CoGroupByKey()
+            | "AttachImage" >> beam.FlatMap(_attach_image))
+    examples = ({"half": half,
+                 "segment": segments.item | "SegmentById" >> beam.Map(lambda x: (x[0].id, x))}
+                | "JoinSegments" >> beam.CoGroupByKey()
+                | "AttachSegment" >> beam.FlatMap(_attach_segment))
     parts = examples | "BySplit" >> beam.Partition(
         lambda ex, n: splits.SPLITS.index(ex[0]), len(splits.SPLITS))
     self._bars = _Bars(progress_dir, {"image": len(self._images), "music": len(self._songs)})
     return dict(zip(splits.SPLITS, parts))
 
-  def result(self) -> tuple[list[tuple[str, str, str]], dict]:
-    """After the pipeline ran: (skipped items, {split: summary}); cleans up work_dir."""
+  def metadata(self) -> dict:
+    """After the pipeline ran: the dataset metadata it computed; cleans up work_dir."""
     if self._bars is not None:
       self._bars.close()
-    summary = json.loads(self.summary_path.read_text())
+    metadata = json.loads(self._metadata_path.read_text())
     self._work_dir.rmtree()
-    missing = [name for name in splits.SPLITS if name not in summary["splits"]]
-    if missing:
-      raise ValueError(f"The split(s) {missing} got no images or no music segments; IMAC "
-                       "needs both in every split. Add more items.")
-    return [tuple(s) for s in summary["skipped_items"]], summary["splits"]
+    return metadata
 
 
 def _parse_item(line: str, record_type: type):
