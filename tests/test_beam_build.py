@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+from etils import epath
 import jax
 import numpy as np
 from PIL import Image
@@ -48,22 +49,32 @@ def _examples(builder, split):
   return list(tfds.as_numpy(builder.as_dataset(split=split)))
 
 
+def _saved(builder):
+  """What a build left on disk: its metadata and its skip report."""
+  data_dir = epath.Path(builder.data_dir)
+  return (tfds.builder_from_directory(data_dir).info.metadata,
+          (data_dir / imac.SKIP_REPORT_FILE).read_text())
+
+
 def test_beam_build_equals_in_process_build(tmp_path, monkeypatch):
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
   monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+  monkeypatch.setenv(imac.RANDOM_INCEPTION_ENV, "1")
   manual = _manual_dir(tmp_path)
   local = _build(tmp_path / "local", manual)
   beam = _build(tmp_path / "beam", manual, beam_options=PipelineOptions(flags=[
       "--runner=DirectRunner", "--direct_num_workers=2",
       "--direct_running_mode=multi_processing"]))
 
-  assert beam.info.metadata == local.info.metadata
-  meta = beam.info.metadata
+  (meta, report), (local_meta, local_report) = _saved(beam), _saved(local)
+  assert meta == local_meta
+  assert report == local_report
   assert {"image: unreadable image", "image: image smaller than 32 px",
           "image: not an image file", "music: audio: silent",
           "music: audio file without a music.csv row",
           "music: music.csv row without an audio file"} <= set(meta["skipped"])
-  assert set(meta["oracle_accuracy"]) == set(meta["counts"]) == {"train", "validation", "test"}
+  assert (set(meta["oracle_accuracy"]) == set(meta["counts"]) == set(meta["pair_fingerprint"])
+          == {"train", "validation", "test"})
   assert not list((tmp_path / "beam").rglob("imac_beam_build")), "Beam work files left behind"
 
   # Both writers order a split by a salted hash of the example keys, so equal example

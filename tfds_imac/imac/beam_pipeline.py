@@ -85,7 +85,7 @@ class _DecodeImage(beam.DoFn):
       pixels, reason = imac.load_image_item(dataclasses.replace(image, path=path), self._cfg)
     self._progress.add()
     if reason:
-      yield beam.pvalue.TaggedOutput(_SKIP, ("image", image.id, reason))
+      yield beam.pvalue.TaggedOutput(_SKIP, ("image", imac.image_file(image), reason))
     else:
       yield image, pixels
 
@@ -109,7 +109,7 @@ class _EmbedImages(beam.DoFn):
                                                np.stack([pixels for _, pixels in batch]))
     for (image, _), feat, reason in zip(batch, feat_BxD, reasons):
       if reason:
-        yield beam.pvalue.TaggedOutput(_SKIP, ("image", image.id, reason))
+        yield beam.pvalue.TaggedOutput(_SKIP, ("image", imac.image_file(image), reason))
       else:
         yield image, feat
 

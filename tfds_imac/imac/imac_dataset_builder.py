@@ -500,7 +500,7 @@ def _extract_images(images: list[corpus.Image], cfg: ImacConfig, weights: epath.
     feat_BxD, reasons = embed_image_batch(embedder, np.stack([p for _, p in batch]))
     for (image, _), feat, reason in zip(batch, feat_BxD, reasons):
       if reason:
-        log.skip("image", _image_file(image), reason)
+        log.skip("image", image_file(image), reason)
       else:
         feat_NxD[len(kept)] = feat
         kept.append(image)
@@ -512,7 +512,7 @@ def _extract_images(images: list[corpus.Image], cfg: ImacConfig, weights: epath.
     for image, (pixels, reason) in zip(images, _bounded_map(pool, load_image_item, images, cfg,
                                                             ahead=cfg.decode_ahead)):
       if reason:
-        log.skip("image", _image_file(image), reason)
+        log.skip("image", image_file(image), reason)
         bar.update()
         continue
       batch.append((image, pixels))
@@ -523,7 +523,7 @@ def _extract_images(images: list[corpus.Image], cfg: ImacConfig, weights: epath.
   return kept, feat_NxD[:len(kept)]
 
 
-def _image_file(image: corpus.Image) -> str:
+def image_file(image: corpus.Image) -> str:
   """How the skip log names an image file: `<emotion folder>/<file name>`."""
   return f"{image.path.parent.name}/{image.path.name}"
 
