@@ -167,7 +167,7 @@ def stage_costs(manual_dir: epath.Path, num: int = 16) -> dict:
   start = time.perf_counter()
   pixels = [media.load_image(p, 224, 32)[0] for p in paths]
   decode = (time.perf_counter() - start) / len(paths)
-  embedder = inception.ImageEmbedder.from_weights_file(None)
+  embedder = imac.make_embedder(None, seed=0, batch_size=64)
   batch_Bx224x224x3 = np.stack((pixels * embedder.batch_size)[:embedder.batch_size])
   embedder(batch_Bx224x224x3)  # compile
   start = time.perf_counter()

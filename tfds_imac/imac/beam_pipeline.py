@@ -71,14 +71,25 @@ class _Progress:
     self._written = time.monotonic()
 
 
-class _DecodeImage(beam.DoFn):
-  """corpus.Image -> (image, pixels) | skip."""
+class _CountedDoFn(beam.DoFn):
+  """A DoFn whose processed items show in the launcher's progress bars."""
 
-  def __init__(self, cfg: imac.ImacConfig, progress: _Progress):
-    self._cfg, self._progress = cfg, progress
+  def __init__(self, progress: _Progress):
+    self._progress = progress
 
   def setup(self):
     self._progress.start()
+
+  def finish_bundle(self):
+    self._progress.flush()
+
+
+class _DecodeImage(_CountedDoFn):
+  """corpus.Image -> (image, pixels) | skip."""
+
+  def __init__(self, cfg: imac.ImacConfig, progress: _Progress):
+    super().__init__(progress)
+    self._cfg = cfg
 
   def process(self, image: corpus.Image):
     with _local_file(image.path) as path:
@@ -88,9 +99,6 @@ class _DecodeImage(beam.DoFn):
       yield beam.pvalue.TaggedOutput(_SKIP, ("image", imac.image_file(image), reason))
     else:
       yield image, pixels
-
-  def finish_bundle(self):
-    self._progress.flush()
 
 
 class _EmbedImages(beam.DoFn):
@@ -114,14 +122,12 @@ class _EmbedImages(beam.DoFn):
         yield image, feat
 
 
-class _DescribeSong(beam.DoFn):
+class _DescribeSong(_CountedDoFn):
   """corpus.Song -> (segment, 193 descriptor) per segment | skip."""
 
   def __init__(self, cfg: music.DescriptorConfig, progress: _Progress):
-    self._cfg, self._progress = cfg, progress
-
-  def setup(self):
-    self._progress.start()
+    super().__init__(progress)
+    self._cfg = cfg
 
   def process(self, song: corpus.Song):
     with _local_file(song.path) as path:
@@ -131,9 +137,6 @@ class _DescribeSong(beam.DoFn):
       yield beam.pvalue.TaggedOutput(_SKIP, ("music", song.path.name, reason))
       return
     yield from zip(imac.song_segments(song, len(desc_Sx193)), desc_Sx193)
-
-  def finish_bundle(self):
-    self._progress.flush()
 
 
 def _plan(items: list, skips: list, scan_skips: list, weights_label: str,
@@ -301,7 +304,9 @@ class _Bars:
 
   def __init__(self, directory: epath.Path, totals: dict[str, int]):
     self._directory = directory
-    self._bars = {m: tqdm(total=n, desc=f"IMAC {m} (beam)", unit="item" if m == "image" else "song")
+    # Named as the in-process build's bars: images count images, music counts songs.
+    self._bars = {m: tqdm(total=n, desc=f"IMAC {'images' if m == 'image' else m}",
+                          unit="image" if m == "image" else "song")
                   for m, n in totals.items()}
     self._stop = threading.Event()
     # A daemon: if the pipeline fails, TFDS removes the directory and the thread ends.
