@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -119,6 +120,7 @@ class Run:
   wall_s: float
   peak_pss_mb: float  # summed over the process tree: what the build takes from the machine
   peak_rss_mb: float  # summed RSS: counts shared pages once per process, an upper bound
+  cpu_s: float        # user + system CPU of the whole tree: what the build costs, load or not
 
 
 def _tree_memory(proc: psutil.Process) -> tuple[float, float]:
@@ -141,6 +143,7 @@ def run_build(manual_dir: epath.Path, data_dir: epath.Path, beam_workers: int | 
     cmd.append("--beam_pipeline_options=runner=DirectRunner,"
                f"direct_num_workers={beam_workers},direct_running_mode=multi_processing")
   env = dict(os.environ, IMAC_RANDOM_INCEPTION="1")
+  cpu_before = _children_cpu_s()
   start = time.perf_counter()
   proc = psutil.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   peaks = [0.0, 0.0]
@@ -158,41 +161,59 @@ def run_build(manual_dir: epath.Path, data_dir: epath.Path, beam_workers: int | 
   sampler.join()
   if proc.returncode:
     raise RuntimeError(f"{' '.join(cmd)} failed:\n{err.decode()[-3000:]}")
-  return Run(wall, peaks[0], peaks[1])
+  return Run(wall, peaks[0], peaks[1], _children_cpu_s() - cpu_before)
+
+
+def _children_cpu_s() -> float:
+  """CPU seconds of every finished descendant (each process reaps its own children)."""
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return usage.ru_utime + usage.ru_stime
 
 
 def stage_costs(manual_dir: epath.Path, num: int = 16) -> dict:
-  """Seconds per image of decode (one core) and of Inception (all cores), measured here."""
+  """CPU seconds per image of decode and of Inception (all threads), load or not."""
   paths = sorted((manual_dir / "images").glob("*/*.jpg"))[:num]
-  start = time.perf_counter()
+  start = time.process_time()
   pixels = [media.load_image(p, 224, 32)[0] for p in paths]
-  decode = (time.perf_counter() - start) / len(paths)
+  decode = (time.process_time() - start) / len(paths)
   embedder = imac.make_embedder(None, seed=0, batch_size=64)
   batch_Bx224x224x3 = np.stack((pixels * embedder.batch_size)[:embedder.batch_size])
   embedder(batch_Bx224x224x3)  # compile
-  start = time.perf_counter()
+  start = time.process_time()
   embedder(batch_Bx224x224x3)
-  return {"decode_s_per_image_core": decode,
-          "embed_s_per_image": (time.perf_counter() - start) / embedder.batch_size}
+  return {"decode_cpu_s_per_image": decode,
+          "embed_cpu_s_per_image": (time.process_time() - start) / embedder.batch_size}
+
+
+def _fit(small: tuple[int, float], large: tuple[int, float]) -> tuple[float, float]:
+  """(fixed, per image) of a cost linear in the corpus size (images, with their audio)."""
+  (n1, c1), (n2, c2) = small, large
+  per_image = (c2 - c1) / (n2 - n1)
+  return max(c1 - per_image * n1, 0.0), per_image
 
 
 def extrapolate(runs: dict[int, Run], sizes: dict[int, tuple[int, float]], cores: int,
                 stages: dict, gpu_images_per_s: float) -> dict:
-  """Full-IMAC wall time and memory from builds at two sizes (wall = fixed + per item)."""
-  (n1, small), (n2, large) = sorted((sizes[k][0], runs[k]) for k in runs)
-  per_image_s = (large.wall_s - small.wall_s) / (n2 - n1)  # with its share of the audio
-  fixed_s = max(small.wall_s - per_image_s * n1, 0.0)
-  full_s = fixed_s + per_image_s * IMAC_IMAGES
-  # Inception's share moves to the GPU; the rest (decode, descriptors) spreads over 16 cores.
-  cpu_core_s = max((full_s - fixed_s) * cores - stages["embed_s_per_image"] * cores * IMAC_IMAGES,
-                   0.0)
+  """Full-IMAC wall time and memory from the builds at two sizes (cost = fixed + per item).
+
+  From the wall time: this machine as loaded now. From the CPU time of the build's
+  process tree: this machine with its cores to itself (CPU / cores), per core, and a
+  16-core machine whose GPU takes Inception's share.
+  """
+  small, large = (runs[k] for k in sorted(runs, key=lambda k: sizes[k][0]))
+  n_small, n_large = sorted(sizes[k][0] for k in runs)
+  wall_fixed, wall_per_image = _fit((n_small, small.wall_s), (n_large, large.wall_s))
+  cpu_fixed, cpu_per_image = _fit((n_small, small.cpu_s), (n_large, large.cpu_s))
+  cpu_s = cpu_per_image * IMAC_IMAGES
+  embed_cpu_s = stages["embed_cpu_s_per_image"] * IMAC_IMAGES
   features_mb = (IMAC_IMAGES * inception.FEATURE_DIM + IMAC_AUDIO_S / 60 * 193) * 4 / 2**20
   return {
-      "fixed_s": fixed_s,
-      "full_imac_h_here": full_s / 3600,
-      "full_imac_core_h": (full_s - fixed_s) * cores / 3600,
-      "full_imac_min_16core_gpu": (fixed_s + max(cpu_core_s / 16,
-                                                 IMAC_IMAGES / gpu_images_per_s)) / 60,
+      "fixed_s": wall_fixed,
+      "full_imac_h_loaded": (wall_fixed + wall_per_image * IMAC_IMAGES) / 3600,
+      "full_imac_core_h": cpu_s / 3600,
+      "full_imac_h_idle": (cpu_fixed + cpu_s) / cores / 3600,
+      "full_imac_min_16core_gpu": (cpu_fixed / cores + max(max(cpu_s - embed_cpu_s, 0.0) / 16,
+                                                          IMAC_IMAGES / gpu_images_per_s)) / 60,
       "full_imac_peak_gb": (large.peak_pss_mb + features_mb) / 1024,
   }
 
@@ -235,20 +256,23 @@ def main():
   if args.json:
     print(json.dumps(results, indent=1))
     return
-  print(f"{cores} cores, shared with other users: every figure is under their load.")
-  print(f"image decode {stages['decode_s_per_image_core'] * 1e3:.0f} ms/image/core, "
-        f"Inception {stages['embed_s_per_image'] * 1e3:.0f} ms/image (all cores)")
+  print(f"{cores} cores, shared with other users: wall times are under their load; "
+        "CPU-s (user + system of the build's whole process tree) are not.")
+  print(f"CPU per image: decode {stages['decode_cpu_s_per_image'] * 1e3:.0f} ms, "
+        f"Inception {stages['embed_cpu_s_per_image'] * 1e3:.0f} ms")
   for mode in ("in_process", "beam"):
     r = results[mode]
     for songs, run in r["runs"].items():
       print(f"{mode:>10} {run['images']:4d} images {songs:2d} songs "
             f"({run['audio_s'] / 60:5.1f} min): {run['wall_s']:6.1f} s  "
             f"{run['images_per_s']:5.2f} images/s  {run['audio_s_per_s']:6.1f} audio-s/s  "
+            f"{run['cpu_s']:6.0f} CPU-s  "
             f"peak PSS {run['peak_pss_mb']:6.0f} MB (RSS sum {run['peak_rss_mb']:.0f})")
-    print(f"{'':>10} full IMAC, extrapolated (fixed {r['fixed_s']:.0f} s + per item): "
-          f"{r['full_imac_h_here']:.2f} h here, {r['full_imac_core_h']:.2f} core-h, "
-          f"{r['full_imac_min_16core_gpu']:.0f} min on 16 cores + 1 GPU (GPU not measured: "
-          f"{args.gpu_images_per_s:.0f} images/s assumed), peak {r['full_imac_peak_gb']:.1f} GB")
+    print(f"{'':>10} full IMAC, extrapolated: {r['full_imac_h_loaded']:.1f} h here as loaded "
+          f"now; {r['full_imac_h_idle']:.2f} h here unloaded ({r['full_imac_core_h']:.2f} "
+          f"core-h); {r['full_imac_min_16core_gpu']:.0f} min on 16 cores + 1 GPU (GPU not "
+          f"measured: {args.gpu_images_per_s:.0f} images/s assumed); "
+          f"peak {r['full_imac_peak_gb']:.1f} GB")
 
 
 if __name__ == "__main__":
