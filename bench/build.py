@@ -210,7 +210,9 @@ def extrapolate(runs: dict[int, Run], sizes: dict[int, tuple[int, float]], cores
   features_mb = (IMAC_IMAGES * inception.FEATURE_DIM + IMAC_AUDIO_S / 60 * 193) * 4 / 2**20
   return {
       "fixed_s": wall_fixed,
-      "full_imac_h_loaded": (wall_fixed + wall_per_image * IMAC_IMAGES) / 3600,
+      # A load that changes between the two sizes can make the wall slope meaningless.
+      "full_imac_h_loaded": ((wall_fixed + wall_per_image * IMAC_IMAGES) / 3600
+                             if wall_per_image > 0 else float("nan")),
       "full_imac_core_h": cpu_s / 3600,
       "full_imac_h_idle": (cpu_fixed + cpu_s) / cores / 3600,
       "full_imac_min_16core_gpu": (cpu_fixed / cores + max(max(cpu_s - embed_cpu_s, 0.0) / 16,
@@ -270,7 +272,7 @@ def main():
             f"{run['cpu_s']:6.0f} CPU-s  "
             f"peak PSS {run['peak_pss_mb']:6.0f} MB (RSS sum {run['peak_rss_mb']:.0f})")
     print(f"{'':>10} full IMAC, extrapolated: {r['full_imac_h_loaded']:.1f} h here as loaded "
-          f"now; {r['full_imac_h_idle']:.2f} h here unloaded ({r['full_imac_core_h']:.2f} "
+          f"now (nan: the load changed); {r['full_imac_h_idle']:.2f} h here unloaded ({r['full_imac_core_h']:.2f} "
           f"core-h); {r['full_imac_min_16core_gpu']:.0f} min on 16 cores + 1 GPU (GPU not "
           f"measured: {args.gpu_images_per_s:.0f} images/s assumed); "
           f"peak {r['full_imac_peak_gb']:.1f} GB")
