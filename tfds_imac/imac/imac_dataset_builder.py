@@ -253,7 +253,8 @@ def build_metadata(plans: dict[str, SplitPlan], images: Sequence[corpus.Image],
                     "pairs": len(plan.label_P)}
   return {
       "skipped": log.counts(),
-      "skipped_items": [list(item) for item in log.items],
+      # Sorted: workers (processes or Beam) finish in any order.
+      "skipped_items": [list(item) for item in sorted(log.items)],
       "oracle_accuracy": oracle,
       "counts": counts,
       "pair_label_flips": sum(plan.flips for plan in plans.values()),
@@ -382,6 +383,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  description="Items of `synthetic` with 224x224 pixels and segment waveforms."),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "features"
+  _beam_build = None  # a beam_pipeline.Build when run with Beam options
 
   def __init__(self, *, file_format=None, **kwargs):
     super().__init__(file_format=file_format, **kwargs)
@@ -415,6 +417,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     log = corpus.SkipLog()
     cues = corpus.read_cues(root)
+    if self._beam_build is not None:
+      return self._beam_splits(corpus.scan_images(root, cues, log),
+                               corpus.scan_songs(root, cues, log), log, weights, weights_label)
     images, image_feat_NxD = _extract_images(corpus.scan_images(root, cues, log), cfg,
                                              weights, log)
     segments, music_feat_MxD = _extract_music(corpus.scan_songs(root, cues, log),
@@ -449,6 +454,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                                     waveforms(segment.song.path)[segment.index])
 
   def _download_and_prepare(self, dl_manager, download_config):
+    # TFDS tells a builder that it runs on Beam only through the download config.
+    beam_mode = download_config.beam_runner is not None or download_config.beam_options is not None
+    self._beam_build = "requested" if beam_mode else None
     super()._download_and_prepare(dl_manager, download_config)
     # Still inside TFDS's temporary dataset dir, which becomes the dataset dir only when
     # the whole build succeeded: the report appears with the dataset files, atomically.
@@ -459,6 +467,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       log.skip(*item)
     final_dir = epath.Path(self.data_dir_root) / self.info.full_name
     print(f"{log.summary()}\nEvery skipped item and why: {final_dir / SKIP_REPORT_FILE}")
+
+  def _beam_splits(self, images: list[corpus.Image], songs: list[corpus.Song],
+                   log: corpus.SkipLog, weights: epath.Path | None, weights_label: str):
+    """The splits as Beam transforms; their metadata arrives after the pipeline ran."""
+    # Imported only for a Beam build: Beam takes seconds to import.
+    from tfds_imac.imac import beam_pipeline  # pylint: disable=g-import-not-at-top
+    cfg: ImacConfig = self.builder_config
+    if cfg.media:
+      raise ValueError(f"imac/{cfg.name} builds in-process only; drop --beam_pipeline_options "
+                       "(the features configs build on Beam).")
+    self._beam_build = beam_pipeline.Build(images, songs, log.items, cfg, weights, weights_label,
+                                           epath.Path(self.data_dir) / "imac_beam_build")
+    return {name: self._beam_build.split(name) for name in splits.SPLITS}
+
+  def _process_pipeline_result(self, pipeline_result) -> None:
+    self.info.metadata.update(self._beam_build.metadata())
 
   @staticmethod
   def _manual_dir(dl_manager) -> epath.Path | None:
@@ -484,7 +508,7 @@ def _extract_images(images: list[corpus.Image], cfg: ImacConfig, weights: epath.
     feat_BxD, reasons = embed_image_batch(embedder, np.stack([p for _, p in batch]))
     for (image, _), feat, reason in zip(batch, feat_BxD, reasons):
       if reason:
-        log.skip("image", _image_file(image), reason)
+        log.skip("image", image_file(image), reason)
       else:
         feat_NxD[len(kept)] = feat
         kept.append(image)
@@ -496,7 +520,7 @@ def _extract_images(images: list[corpus.Image], cfg: ImacConfig, weights: epath.
     for image, (pixels, reason) in zip(images, _bounded_map(pool, load_image_item, images, cfg,
                                                             ahead=cfg.decode_ahead)):
       if reason:
-        log.skip("image", _image_file(image), reason)
+        log.skip("image", image_file(image), reason)
         bar.update()
         continue
       batch.append((image, pixels))
@@ -507,7 +531,7 @@ def _extract_images(images: list[corpus.Image], cfg: ImacConfig, weights: epath.
   return kept, feat_NxD[:len(kept)]
 
 
-def _image_file(image: corpus.Image) -> str:
+def image_file(image: corpus.Image) -> str:
   """How the skip log names an image file: `<emotion folder>/<file name>`."""
   return f"{image.path.parent.name}/{image.path.name}"
 
