@@ -37,7 +37,8 @@ class TinyImac(imac.Builder):
   DEFAULT_BUILDER_CONFIG_NAME = "synthetic"
   BUILDER_CONFIGS = [imac.ImacConfig(
       name="synthetic", segment_seconds=2.0, window_seconds=1.0, hop_seconds=0.5, image_size=75,
-      synthetic=synthetic.CorpusConfig(num_images=60, num_songs=48, song_seconds=4.5, seed=5))]
+      synthetic=synthetic.CorpusConfig(num_images=150, num_songs=96, song_seconds=4.5,
+                                        label_noise=0.0, seed=5))]
 
 
 DATASET = f"{TinyImac.name}/synthetic"
@@ -52,8 +53,8 @@ def _check_report(out_dir: epath.Path, results: dict, figures: set[str]) -> None
     metrics = results["retrieval"][direction]
     assert METRICS | {"chance"} <= set(metrics) and set(metrics["chance"]) == METRICS
     assert all(0 <= metrics[m] <= 1 and 0 < metrics["chance"][m] < 1 for m in METRICS)
-    # The model ranks by what it learned: above chance (the tiny corpus's 12 test
-    # segments and 10 epochs of a tiny model leave about 0.05 of mAP above it).
+    # The model ranks by what it learned: above chance (the tiny corpus's ~30 test
+    # images and segments and 30 epochs of a tiny model leave a small margin above it).
     assert metrics["map"] > metrics["chance"]["map"] + 0.03, (direction, metrics)
   report = (out_dir / "report.md").read_text()
   assert "| ACP-Net (proposed) | 61.67 | " in report and "## Cross-modal retrieval" in report
@@ -74,7 +75,7 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
   run_dir = tmp_path / "run"
 
   # Train, with Table 5 at the end as the demo has it: the report of the best seed.
-  config = fakes.small_config(dataset=DATASET, data_dir=str(data_dir), num_epochs=10,
+  config = fakes.small_config(dataset=DATASET, data_dir=str(data_dir), num_epochs=30, patience=1000,
                               num_seeds=2, eval_every_epochs=2.0, checkpoint_every_epochs=2.0)
   config.report.probes = True
   config.report.probe.update(epochs=20, patience=10)
@@ -106,11 +107,14 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
     result = probed["probe"][name]
     assert result["num_classes"] == num_classes and result["chance"] == 1 / num_classes
     assert 0 <= result["test_accuracy"] <= 1 and 1 <= result["best_epoch"] <= 20
-  # The music embeddings carry the class: above chance. (The image probe's 13 test
+  # The music embeddings carry the class: above chance. (The image probe's ~30 test
   # images of 8 emotions, drawn uniformly within a class here, are too few to tell.)
   music = probed["probe"]["music"]
-  assert music["test_accuracy"] > music["chance"] + 0.1, music["test_accuracy"]
-  assert probed["retrieval"] == results["retrieval"]  # same seed, same test split
+  assert music["test_accuracy"] > music["chance"] + 0.1, {k: v for k, v in music.items() if k != "history"}
+  # The probe run analyses the run's best seed alone; the training run's macro figures are
+  # means over its seeds, its per-class ones the best seed's.
+  for direction, metrics in results["retrieval"].items():
+    assert probed["retrieval"][direction]["per_class"] == metrics["per_class"], direction
   mismatched = {**other_results, "pair_fingerprint": {**results["pair_fingerprint"],
                                                       "test": "000000000000"}}
   (other / "results.json").write_text(json.dumps(mismatched))
@@ -133,7 +137,7 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
   stored = [test.music.ids.index(f"{song}#{s:03d}") for s in range(len(features_SxD))]
   assert modality == "music"
   np.testing.assert_allclose(features_SxD, test.music.features_NxD[stored], rtol=1e-4, atol=1e-4)
-  image_path = next(corpus.glob(f"images/{test.images.ids[0]}.*"))
+  image_path = corpus / "images" / test.images.ids[0]
   modality, features_1xD = query.query_features(image_path, builder, None)
   assert modality == "image"
   np.testing.assert_allclose(features_1xD[0], test.images.features_NxD[0], rtol=1e-3, atol=1e-3)
