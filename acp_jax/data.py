@@ -52,6 +52,8 @@ class Split:
   music: Items
   pairs: Pairs
   fingerprint: str | None = None  # the dataset's pair_fingerprint of this split; None: unknown
+  # Which Inception-V3 made the image features: "imagenet", "random(seed=N)"; None: unknown.
+  inception_weights: str | None = None
 
 
 def _text(value) -> str:
@@ -130,7 +132,8 @@ def load_splits(name: str, data_dir: str | None = None) -> dict[str, Split]:
   else:
     read = lambda split: split_from_examples(
         tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1)))
-  fingerprints = (builder.info.metadata or {}).get("pair_fingerprint", {})
+  metadata = builder.info.metadata or {}
+  fingerprints = metadata.get("pair_fingerprint", {})
   splits = {split: read(split) for split in ("train", "validation", "test")}
   for split_name, split in splits.items():
     # A media config's pairs are recomputed here: they must be the ones the build recorded.
@@ -140,5 +143,6 @@ def load_splits(name: str, data_dir: str | None = None) -> dict[str, Split]:
           f"The {split_name} pairs of {name} recomputed here (fingerprint {split.fingerprint}) "
           f"are not the ones its build recorded ({stored}): the dataset was built by another "
           "version of the pairing rule. Rebuild it with this version.")
-  return {split_name: dataclasses.replace(split, fingerprint=fingerprints.get(split_name))
+  return {split_name: dataclasses.replace(split, fingerprint=fingerprints.get(split_name),
+                                         inception_weights=metadata.get("inception_weights"))
           for split_name, split in splits.items()}

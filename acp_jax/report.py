@@ -441,6 +441,17 @@ def _to_json(value):
   raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def random_features_warning(results: Mapping) -> str | None:
+  """The warning every result on random-init image features carries; None for ImageNet's."""
+  weights = results.get("inception_weights")
+  if not weights or not weights.startswith("random"):
+    return None
+  return (f"Image features from a random-init Inception-V3 ({weights}), not the ImageNet "
+          "weights: not the paper's setting" + (
+              "." if "synthetic" in str(results.get("dataset")) else
+              "; rebuild the dataset with the Keras ImageNet weights file for paper numbers."))
+
+
 def write_report(results: Mapping, out_dir: str | pathlib.Path,
                  figures: Mapping[str, str | pathlib.Path]) -> pathlib.Path:
   """Writes `report.md` (tables, then `figures` by caption) and `results.json`.
@@ -459,6 +470,9 @@ def write_report(results: Mapping, out_dir: str | pathlib.Path,
   lines = [f"# {_model_name(results)} report" + (f": {dataset}" if dataset else ""), "",
            "Paper: Verma, Dhekane, Guha, *Learning affective correspondence between music and "
            "image*, ICASSP 2019. \"—\" marks a model or entry not run.", ""]
+  warning = random_features_warning(results)
+  if warning:
+    lines += [f"> **{warning}**", ""]
   if any((results.get("pair_fingerprint") or {}).values()):  # None: a dataset without them
     lines += ["Fixed pairs: " + ", ".join(f"{split} `{fingerprint}`" for split, fingerprint
                                           in results["pair_fingerprint"].items())

@@ -50,6 +50,7 @@ from acp_jax import models
 from acp_jax import objectives
 from acp_jax import pairs
 from acp_jax import probe
+from acp_jax import report
 from acp_jax import stream
 
 
@@ -463,6 +464,7 @@ def results_of(config: ml_collections.ConfigDict, state: TrainState, test: dict,
              "steps": int(state.step), "test_pairs": len(label_P),
              "validation_pairs": len(splits["validation"].pairs.labels_P),
              "pair_fingerprint": {name: split.fingerprint for name, split in splits.items()},
+             "inception_weights": splits["test"].inception_weights,
              # Of one model (one seed); the seeds train at once, together all_seeds.
              "pairs_per_second": pairs_per_second,
              "pairs_per_second_all_seeds": pairs_per_second and pairs_per_second * num_seeds}
@@ -507,7 +509,9 @@ def summary(results: dict[str, Any], workdir: epath.Path) -> str:
              f"{results['test_accuracy'] / results['oracle_accuracy']:.2f} x")
   if results.get("test_auc") is not None:
     line += f", AUC {spread('test_auc')}"
-  return f"{line}\nresults: {workdir / 'results.json'}\nreport:  {workdir / 'report.md'}"
+  warning = report.random_features_warning(results)
+  return (f"{line}\n" + (f"{warning}\n" if warning else "")
+          + f"results: {workdir / 'results.json'}\nreport:  {workdir / 'report.md'}")
 
 
 # ---------------------------------------------------------------------------- train_and_evaluate

@@ -90,6 +90,9 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
   assert results["pair_fingerprint"] == {name: (fingerprint or {}).get(name)
                                          for name in ("train", "validation", "test")}
   assert "| ACP-Net features + MLP | 40.4 | — |" not in (run_dir / "report.md").read_text()
+  # A synthetic build's features come from the seeded random-init network, and say so.
+  assert results["inception_weights"] == "random(seed=0)"
+  assert "random-init Inception-V3 (random(seed=0))" in (run_dir / "report.md").read_text()
 
   # Probe, with another run's row in Table 4: a run on the same pairs only.
   other = tmp_path / "l3net_run"

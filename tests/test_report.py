@@ -171,3 +171,14 @@ def test_collapsed_embeddings_get_a_note_instead_of_a_map(tmp_path):
   text = report.write_report({"test_accuracy": 0.5, "degenerate": [skipped]}, tmp_path,
                              {}).read_text()
   assert f"## Degenerate run\n\n- {skipped}" in text
+
+
+def test_random_init_features_are_flagged_in_every_report(tmp_path):
+  results = {"dataset": "imac/features", "test_accuracy": 0.6}
+  text = report.write_report({**results, "inception_weights": "random(seed=3)"}, tmp_path,
+                             {}).read_text()
+  assert "> **Image features from a random-init Inception-V3 (random(seed=3))" in text
+  assert "rebuild the dataset with the Keras ImageNet weights" in text
+  text = report.write_report({**results, "inception_weights": "imagenet"}, tmp_path,
+                             {}).read_text()
+  assert "random-init" not in text
