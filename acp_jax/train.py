@@ -499,7 +499,8 @@ def summary(results: dict[str, Any], workdir: epath.Path) -> str:
   """The lines a run ends with: test accuracy (against the oracle if known) and where to look."""
   spread = lambda key: (f"{results[key]:.3f} ± {results[key + '_std']:.3f}"
                         if key + "_std" in results else f"{results[key]:.3f}")
-  line = f"{results['model']} on {results['dataset']}: test accuracy {spread('test_accuracy')}"
+  line = (f"{report.row_key(results)} on {results['dataset']}: "
+          f"test accuracy {spread('test_accuracy')}")
   if results.get("test_accuracy_ci95"):
     line += " (95% CI {:.3f}-{:.3f})".format(*results["test_accuracy_ci95"])
   if "test_pairs" in results:

@@ -206,6 +206,9 @@ def test_summary_gives_the_ratio_to_the_oracle_and_the_paths():
   assert "/runs/a/results.json" in text and "/runs/a/report.md" in text
   del results["oracle_accuracy"]
   assert "oracle" not in train.summary(results, epath.Path("/runs/a"))
+  assert text.startswith("acp on imac/synthetic")
+  assert train.summary({**results, "objective": "supcon"}, epath.Path("/runs/a")).startswith(
+      "acp+supcon on imac/synthetic")
 
 
 def test_a_degenerate_run_ends_in_a_report_that_says_so(tmp_path, splits):
