@@ -17,9 +17,9 @@ PyTorch's default decay 0.01, batch 64, at most 30 epochs):
   Not run here (no real data). Emo-CLIM reports image->music P@1 0.70 and MRR 0.79
   (macro over classes) with its own backbones.
 
-Demos on generated data (no download; the first run builds the dataset: ~1.5 min for
-`imac/synthetic` on 2 idle CPU cores; `imac/synthetic_hard` has 1.7x the images and
-1.25x the songs. On the loaded cores below the builds took 8 and 44 minutes.):
+Demos on generated data (no download; the first run builds the dataset: about a minute
+for `imac/synthetic` on 2 idle CPU cores; `imac/synthetic_hard` has 1.7x the images and
+1.25x the songs):
 
   python launch.py --config=configs/contrastive.py:synthetic,supcon --workdir=/tmp/supcon_syn
   python launch.py --config=configs/contrastive.py:synthetic,sigmoid --workdir=/tmp/sigmoid_syn
@@ -29,20 +29,22 @@ Demos on generated data (no download; the first run builds the dataset: ~1.5 min
       --config.report.compare=/tmp/acp_syn,/tmp/sigmoid_syn
 
   `synthetic_hard` in place of `synthetic` for the harder corpus. 3 seeds each, early
-  stopped on validation accuracy. Measured on `imac/synthetic` (test accuracy on its 125
-  fixed test pairs, mean +- std over the 3 seeds as results.json gives them; oracle 0.896; image->music retrieval
-  over the 86 test images as queries, %):
+  stopped on validation accuracy. Measured on `imac/synthetic` 2.0.0 (test accuracy on
+  its 140 fixed test pairs, mean +- sample std over the 3 seeds; oracle 0.814;
+  image->music retrieval over the 101 test images as queries, %):
 
     objective       test accuracy   x oracle  AUC            P@1          MRR
-    correspondence  0.880 +- 0.011  0.98      0.914 +- 0.014 77.6 +- 22.3 84.9 +- 11.8
-    supcon          0.827 +- 0.025  0.92      0.889 +- 0.011 84.9 +- 3.6  88.9 +- 1.5
-    sigmoid         0.840 +- 0.011  0.94      0.886 +- 0.020 62.9 +- 20.2 76.1 +- 12.6
+    correspondence  0.795 +- 0.039  0.98      0.814 +- 0.034 78.2 +- 14.9 85.1 +- 7.3
+    supcon          0.767 +- 0.021  0.94      0.800 +- 0.017 86.4 +- 1.7  88.7 +- 1.6
+    sigmoid         0.745 +- 0.039  0.92      0.783 +- 0.022 75.4 +- 9.9  82.8 +- 4.7
 
-  Each took 26-29 minutes on 2 CPU cores shared with other jobs (load ~20: about ten
-  times slower than idle); 450-510 steps, the best near step 30-210.
+  With the dataset built: supcon 73 s (330 steps), sigmoid 131 s (690 steps) on 2 CPU
+  cores that were also running the test suite; correspondence is configs/acp.py's demo
+  (2 min on idle cores, build and probes included).
 
-  On `imac/synthetic_hard` (203 fixed test pairs, oracle 0.719; image->music over 158
-  queries; at most 400 steps, evaluated every 20):
+  On `imac/synthetic_hard` 1.1.0 (pairs of the earlier pairing rule; 203 fixed test
+  pairs, oracle 0.719; image->music over 158 queries; at most 400 steps, evaluated every
+  20; +- is the population std over the 3 seeds):
 
     objective       test accuracy   x oracle  AUC            P@1          MRR
     correspondence  0.499 +- 0.033  0.69      0.501 +- 0.024 35.8 +- 2.7  56.2 +- 4.5
