@@ -17,9 +17,9 @@ PyTorch's default decay 0.01, batch 64, at most 30 epochs):
   Not run here (no real data). Emo-CLIM reports image->music P@1 0.70 and MRR 0.79
   (macro over classes) with its own backbones.
 
-Demos on generated data (no download; the first run builds the dataset: about a minute
-for `imac/synthetic` on 2 idle CPU cores; `imac/synthetic_hard` has 1.7x the images and
-1.25x the songs):
+Demos on generated data (no download; the first run builds the dataset, on 2 idle CPU
+cores about a minute for `imac/synthetic` and 83 s for `imac/synthetic_hard`, which has
+1.7x the images and 1.25x the songs):
 
   python launch.py --config=configs/contrastive.py:synthetic,supcon --workdir=/tmp/supcon_syn
   python launch.py --config=configs/contrastive.py:synthetic,sigmoid --workdir=/tmp/sigmoid_syn
