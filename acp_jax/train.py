@@ -464,7 +464,9 @@ def results_of(config: ml_collections.ConfigDict, state: TrainState, test: dict,
              "steps": int(state.step), "test_pairs": len(label_P),
              "validation_pairs": len(splits["validation"].pairs.labels_P),
              "pair_fingerprint": {name: split.fingerprint for name, split in splits.items()},
-             "inception_weights": splits["test"].inception_weights,
+             # Which network made the image features the model reads (None: it reads pixels).
+             "inception_weights": (splits["test"].inception_weights
+                                   if inputs.kinds(config)[0] == "features" else None),
              # Of one model (one seed); the seeds train at once, together all_seeds.
              "pairs_per_second": pairs_per_second,
              "pairs_per_second_all_seeds": pairs_per_second and pairs_per_second * num_seeds}
