@@ -83,14 +83,6 @@ def make_mesh(batch_size: int) -> jax.sharding.Mesh:
   return jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-replicate = inputs.replicate  # here too for the callers that build their own tables
-
-
-# ---------------------------------------------------------------------------- input
-
-fixed_pairs = inputs.fixed_pairs
-
-
 # ---------------------------------------------------------------------------- model and state
 
 def seed_keys(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:

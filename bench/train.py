@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from acp_jax import inputs
 from acp_jax import models
 from acp_jax import pairs
 from acp_jax import train
@@ -138,7 +139,7 @@ def bench_batch(batch_size: int, tables_host, image_labels_N, music_labels_M,
   init = train.make_init(config, model, tx, IMAGE_DIM, MUSIC_DIM)
 
   # Real: on-device sampling, several steps per dispatch, donated state.
-  tables = train.replicate(tables_host, mesh)
+  tables = inputs.replicate(tables_host, mesh)
   state, _ = train.create_state(init, mesh)
   chunk = train.make_train_chunk(config, model, tx, mesh).lower(state, tables).compile()
 

@@ -41,7 +41,7 @@ def test_trains_and_restores(tmp_path, splits, model):
   if model == "l3net":
     assert tables.image_NxD.shape[1:] == (8, 8, 3) and tables.image_NxD.dtype == np.uint8
   metrics = train.make_evaluate(models.create_model(best.config))(
-      best.params, tables, train.fixed_pairs(test), best.batch_stats)
+      best.params, tables, inputs.fixed_pairs(test), best.batch_stats)
   assert float(metrics["accuracy"][0]) == pytest.approx(results["test_accuracy"])
 
 

@@ -7,6 +7,7 @@ import pytest
 
 import fakes
 from acp_jax import checkpoint
+from acp_jax import inputs
 from acp_jax import models
 from acp_jax import objectives
 from acp_jax import pairs
@@ -130,9 +131,9 @@ def test_contrastive_objective_learns_and_keeps_its_validation_threshold(tmp_pat
                                     best.music_standardizer) for name in ("validation", "test")}
   threshold = float(best.batch_stats[models.THRESHOLD][0])
   assert threshold != 0.0
-  val = evaluate(best.params, tables["validation"], train.fixed_pairs(splits["validation"]),
+  val = evaluate(best.params, tables["validation"], inputs.fixed_pairs(splits["validation"]),
                  best.batch_stats)
   assert abs(float(val["cut"][0])) < 1e-5  # already at the best cut
   assert float(val["accuracy"][0]) == pytest.approx(results["val_accuracy"])
-  test = evaluate(best.params, tables["test"], train.fixed_pairs(splits["test"]), best.batch_stats)
+  test = evaluate(best.params, tables["test"], inputs.fixed_pairs(splits["test"]), best.batch_stats)
   assert float(test["accuracy"][0]) == pytest.approx(results["test_accuracy"])

@@ -12,6 +12,7 @@ import pytest
 import fakes
 from acp_jax import UserError
 from acp_jax import checkpoint
+from acp_jax import inputs
 from acp_jax import models
 from acp_jax import pairs
 from acp_jax import train
@@ -57,7 +58,7 @@ def test_outputs_and_best_checkpoint(tmp_path, splits):
   assert best.val_accuracy_S.tolist() == pytest.approx([results["val_accuracy"]])
   tables = pairs.make_tables(splits["test"], best.image_standardizer, best.music_standardizer)
   test = train.make_evaluate(models.create_model(best.config))(
-      best.params, tables, train.fixed_pairs(splits["test"]))
+      best.params, tables, inputs.fixed_pairs(splits["test"]))
   assert float(test["accuracy"][0]) == pytest.approx(results["test_accuracy"])
 
 

@@ -15,6 +15,7 @@ import pytest
 
 import fakes
 from acp_jax import checkpoint
+from acp_jax import inputs
 from acp_jax import models
 from acp_jax import pairs
 from acp_jax import train
@@ -117,7 +118,7 @@ def test_run_killed_at_several_moments_resumes_to_the_same_result(tmp_path):
   split = fakes.make_splits()["test"]
   tables = pairs.make_tables(split, best.image_standardizer, best.music_standardizer)
   test = train.make_evaluate(models.create_model(best.config))(best.params, tables,
-                                                               train.fixed_pairs(split))
+                                                               inputs.fixed_pairs(split))
   assert np.asarray(test["accuracy"]).tolist() == pytest.approx(
       [row["test_accuracy"] for row in results["per_seed"]])
 
