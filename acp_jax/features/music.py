@@ -54,7 +54,7 @@ _TUNING_RESOLUTION = 0.01
 _NUMBA_LOCK_PATH = os.path.join(tempfile.gettempdir(), "acp_jax-librosa-numba.lock")
 
 
-def _first_call_serialised(fn):
+def first_call_serialised(fn):
   """Runs each process's first call of `fn` under a machine-wide file lock.
 
   librosa compiles numba kernels on first use and caches them on disk (so does this
@@ -234,7 +234,7 @@ def segment(y_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
   return y_T[:count * n].reshape(count, n)
 
 
-@_first_call_serialised
+@first_call_serialised
 def reference_descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
   """The literal librosa recipe on each window, averaged over windows: (193,) float32."""
   _check_length(segment_T, cfg)
@@ -253,7 +253,7 @@ def reference_descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.nda
   return np.mean(desc_Wx193, axis=0).astype(np.float32)
 
 
-@_first_call_serialised
+@first_call_serialised
 def descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
   """`reference_descriptor`'s (193,) float32 vector, without the recipe's repeated work.
 
@@ -353,7 +353,7 @@ def _fast_tonnetz(y_T: np.ndarray, cfg: DescriptorConfig):
 _WINDOW_TONNETZ = {"exact": _exact_tonnetz, "fast": _fast_tonnetz}
 
 
-@_first_call_serialised
+@first_call_serialised
 def _harmonic(stft_FxN: np.ndarray, mag_FxN: np.ndarray, length: int,
               cfg: DescriptorConfig) -> np.ndarray:
   """librosa.effects.harmonic of the signal whose STFT is `stft_FxN`, same values."""
@@ -404,7 +404,7 @@ def _istft_envelope(n_fft: int, hop: int, n_frames: int, length: int):
   return nonzero_T, envelope_T[nonzero_T]
 
 
-@_first_call_serialised
+@first_call_serialised
 def _median_rows(x_RxN: np.ndarray) -> np.ndarray:
   """scipy.ndimage.median_filter(x_RxN, size=(1, 31), mode='reflect'), same values."""
   out_RxN = np.empty(x_RxN.shape, np.float32)
