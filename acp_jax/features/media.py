@@ -42,7 +42,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return Image.fromarray(((arr - arr.min()) / span * 255).astype(np.uint8)).convert("RGB")
   if img.mode == "P" and "transparency" in img.info:
     img = img.convert("RGBA")  # convert("RGB") of such a palette warns on every file
-  return img.convert("RGB")
+  return img if img.mode == "RGB" else img.convert("RGB")  # convert would copy it
 
 
 def describe_song(path, cfg: music.DescriptorConfig) -> tuple[np.ndarray | None, str | None]:

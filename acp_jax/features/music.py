@@ -30,6 +30,7 @@ import scipy.fft
 import scipy.signal
 import soundfile as sf
 import soxr
+import threadpoolctl
 
 _GROUP_SIZES = {"mfcc": 40, "chroma": 12, "contrast": 7, "tonnetz": 6, "mel": 128}
 DESCRIPTOR_DIM = sum(_GROUP_SIZES.values())
@@ -253,6 +254,10 @@ def reference_descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.nda
   return np.mean(desc_Wx193, axis=0).astype(np.float32)
 
 
+# One BLAS thread: the products are small, a build describes one song per core (where
+# BLAS threads spin against each other: 2.6x the CPU time on 2 cores), and the values
+# then do not depend on the machine's core count.
+@threadpoolctl.threadpool_limits.wrap(limits=1)
 @first_call_serialised
 def descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
   """`reference_descriptor`'s (193,) float32 vector, without the recipe's repeated work.
