@@ -1,6 +1,6 @@
 """The imac build at IMAC scale: a generated corpus in IMAC's formats, built both ways.
 
-  python -m bench.build [--songs 3 6] [--workdir DIR] [--json]
+  python -m bench.build [--songs 4 12] [--workdir DIR] [--json]
 
 Generates photograph-sized JPEGs (varied sizes and aspects, up to 3840x2160) and
 3-5 minute 44.1 kHz stereo MP3 songs (Ogg Vorbis without PyAV) in the manual-dir
@@ -9,9 +9,11 @@ layout, with IMAC's ratio of images to audio, at two sizes, and runs the user's 
 as a Beam pipeline (DirectRunner, one worker per core). For each build it prints images/s
 and audio-seconds/s (the whole build's wall time over each modality) and the peak memory
 of the whole process tree (PSS and RSS summed over the build and all its workers,
-sampled): it should stay flat while the corpus doubles. From the two sizes (wall time =
+sampled): it should stay flat while the corpus triples. From the two sizes (cost =
 fixed + per item) it extrapolates the wall time and memory of the full IMAC here, per
-core, and on a 16-core machine with one GPU. Timings are this machine's under its load.
+core, and on a 16-core machine with one GPU; and, as a check, the CPU the stages alone
+take (image decode, Inception, song decode and descriptors, each timed on its own).
+Timings are this machine's under its load; CPU seconds much less so.
 """
 
 import argparse
@@ -172,7 +174,8 @@ def _children_cpu_s() -> float:
 
 
 def stage_costs(manual_dir: epath.Path, num: int = 16) -> dict:
-  """CPU seconds per image of decode and of Inception (all threads), load or not."""
+  """CPU seconds, load or not, of each stage on this corpus's items: per image, decode and
+  Inception (all threads); per second of audio, a song's decode and descriptors."""
   paths = sorted((manual_dir / "images").glob("*/*.jpg"))[:num]
   start = time.process_time()
   pixels = [media.load_image(p, 224, 32)[0] for p in paths]
@@ -182,8 +185,15 @@ def stage_costs(manual_dir: epath.Path, num: int = 16) -> dict:
   embedder(batch_Bx224x224x3)  # compile
   start = time.process_time()
   embedder(batch_Bx224x224x3)
-  return {"decode_cpu_s_per_image": decode,
-          "embed_cpu_s_per_image": (time.process_time() - start) / embedder.batch_size}
+  embed = (time.process_time() - start) / embedder.batch_size
+  song = sorted((manual_dir / "music").iterdir())[0]
+  cfg = imac.ImacConfig(name="features").descriptor
+  media.describe_song(song, cfg)  # warm: numba and librosa's first calls
+  start = time.process_time()
+  media.describe_song(song, cfg)
+  audio = (time.process_time() - start) / sf.info(song).duration
+  return {"decode_cpu_s_per_image": decode, "embed_cpu_s_per_image": embed,
+          "audio_cpu_s_per_audio_s": audio}
 
 
 def _fit(small: tuple[int, float], large: tuple[int, float]) -> tuple[float, float]:
@@ -214,6 +224,10 @@ def extrapolate(runs: dict[int, Run], sizes: dict[int, tuple[int, float]], cores
       "full_imac_h_loaded": ((wall_fixed + wall_per_image * IMAC_IMAGES) / 3600
                              if wall_per_image > 0 else float("nan")),
       "full_imac_core_h": cpu_s / 3600,
+      # The same from the stages alone: what the build would cost with no overhead.
+      "full_imac_core_h_stages": (IMAC_IMAGES * (stages["decode_cpu_s_per_image"]
+                                                 + stages["embed_cpu_s_per_image"])
+                                  + IMAC_AUDIO_S * stages["audio_cpu_s_per_audio_s"]) / 3600,
       "full_imac_h_idle": (cpu_fixed + cpu_s) / cores / 3600,
       "full_imac_min_16core_gpu": (cpu_fixed / cores + max(max(cpu_s - embed_cpu_s, 0.0) / 16,
                                                           IMAC_IMAGES / gpu_images_per_s)) / 60,
@@ -223,7 +237,7 @@ def extrapolate(runs: dict[int, Run], sizes: dict[int, tuple[int, float]], cores
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--songs", type=int, nargs=2, default=(3, 6),
+  parser.add_argument("--songs", type=int, nargs=2, default=(4, 12),
                       help="songs in the smaller and the larger corpus (>= 3)")
   parser.add_argument("--workdir", default="/tmp/imac_bench_build")
   parser.add_argument("--gpu_images_per_s", type=float, default=2000.0,
@@ -262,7 +276,8 @@ def main():
   print(f"{cores} cores, shared with other users: wall times are under their load; "
         "CPU-s (user + system of the build's whole process tree) are not.")
   print(f"CPU per image: decode {stages['decode_cpu_s_per_image'] * 1e3:.0f} ms, "
-        f"Inception {stages['embed_cpu_s_per_image'] * 1e3:.0f} ms")
+        f"Inception {stages['embed_cpu_s_per_image'] * 1e3:.0f} ms; per second of audio: "
+        f"{stages['audio_cpu_s_per_audio_s'] * 1e3:.1f} ms (decode and descriptors)")
   for mode in ("in_process", "beam"):
     r = results[mode]
     for songs, run in r["runs"].items():
@@ -273,7 +288,7 @@ def main():
             f"peak PSS {run['peak_pss_mb']:6.0f} MB (RSS sum {run['peak_rss_mb']:.0f})")
     print(f"{'':>10} full IMAC, extrapolated: {r['full_imac_h_loaded']:.1f} h here as loaded "
           f"now (nan: the load changed); {r['full_imac_h_idle']:.2f} h here unloaded ({r['full_imac_core_h']:.2f} "
-          f"core-h); {r['full_imac_min_16core_gpu']:.0f} min on 16 cores + 1 GPU (GPU not "
+          f"core-h; the stages alone: {r['full_imac_core_h_stages']:.2f}); {r['full_imac_min_16core_gpu']:.0f} min on 16 cores + 1 GPU (GPU not "
           f"measured: {args.gpu_images_per_s:.0f} images/s assumed); "
           f"peak {r['full_imac_peak_gb']:.1f} GB")
 
