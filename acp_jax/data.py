@@ -22,6 +22,9 @@ from acp_jax import UserError
 import tfds_imac  # noqa: F401  (registers the imac builder)
 from tfds_imac.imac import splits as imac_splits
 
+# The fields of a media config's records that hold its media and features.
+MEDIA_FIELDS = ("features", "pixels", "waveform")
+
 
 @dataclasses.dataclass(frozen=True)
 class Items:
@@ -82,12 +85,15 @@ def split_from_examples(examples: dict) -> Split:
   return Split(images, music, Pairs(image_P, music_P, examples["label"].astype(np.int32)))
 
 
-def items_of_source(source: Sequence[dict[str, Any]]) -> Items:
+def items_of_source(source: Sequence[dict[str, Any]],
+                    scan: Sequence[dict[str, Any]] | None = None) -> Items:
   """The Items of a media config's item-level split: one pass over its records, keeping
-  the small fields; the records (media, features) stay in `source`."""
+  the small fields; the records (media, features) stay in `source`. `scan`, the same
+  records read without decoding their media, makes that pass cheaper."""
+  scan = source if scan is None else scan
   columns = {key: [] for key in ("id", "label", "cue", "emotion")}
-  for i in range(len(source)):
-    record = source[i]
+  for i in range(len(scan)):
+    record = scan[i]
     for key, column in columns.items():
       column.append(record[key])
   emotions_N = np.asarray(columns["emotion"], np.int32)
@@ -97,10 +103,8 @@ def items_of_source(source: Sequence[dict[str, Any]]) -> Items:
                emotions_N=emotions_N if (emotions_N >= 0).all() else None, source=source)
 
 
-def split_of_sources(image_source: Sequence[dict[str, Any]],
-                     music_source: Sequence[dict[str, Any]]) -> Split:
+def split_of_sources(images: Items, music: Items) -> Split:
   """A media config's split: its items, and its fixed pairs by the builder's pairing rule."""
-  images, music = items_of_source(image_source), items_of_source(music_source)
   image_P, music_P, labels_P, _ = imac_splits.make_pairs(images.ids, images.labels_N,
                                                          music.ids, music.labels_N)
   as_int32 = lambda x: np.asarray(x, np.int32)
@@ -127,8 +131,13 @@ def load_splits(name: str, data_dir: str | None = None) -> dict[str, Split]:
       raise MissingInputError(not_prepared_message(name, data_dir))
     builder.download_and_prepare()
   if builder.builder_config.media:
-    source = lambda split: tfds.data_source(name, split=split, data_dir=data_dir)
-    read = lambda split: split_of_sources(source(f"{split}_images"), source(f"{split}_music"))
+    # The pass that lists a split's items leaves the media encoded: a 60 s waveform is
+    # 2.6 MB to inflate, and the pass reads every record once.
+    undecoded = {field: tfds.decode.SkipDecoding() for field in MEDIA_FIELDS}
+    items = lambda split: items_of_source(
+        tfds.data_source(name, split=split, data_dir=data_dir),
+        tfds.data_source(name, split=split, data_dir=data_dir, decoders=undecoded))
+    read = lambda split: split_of_sources(items(f"{split}_images"), items(f"{split}_music"))
   else:
     read = lambda split: split_from_examples(
         tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1)))
