@@ -7,13 +7,15 @@ against the literal per-window librosa recipe (`music.reference_descriptor`) on 
 paper's 60 s / 10 s / 5 s setting, on recorded-like audio, on one pinned core (CPU
 affinity plus threadpoolctl) and in CPU seconds, so the figures are per core even on a
 loaded machine.
-Images: images/s of `inception.ImageEmbedder` against `keras.applications`' InceptionV3
-(TensorFlow backend), alternated call by call at the builder's batch size.
+Images: images/s of `inception.ImageEmbedder` (its default backend, and the Flax one)
+against `keras.applications`' InceptionV3 `predict` (TensorFlow backend), alternated call
+by call at the builder's batch size.
 """
 
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -85,35 +87,44 @@ def _music(seconds: float, repeats: int) -> dict:
 
 
 def _images(n: int, repeats: int) -> dict:
-  """The Flax embedder against Keras' InceptionV3 on n random 224x224 images, alternated.
+  """The embedder against Keras' InceptionV3 on n random 224x224 images, alternated.
 
   Each time is one call on the whole batch (the builder embeds 64 at a time) after a
   warm-up call, so compilation is excluded: uint8 pixels to host features for the
   embedder (transfer and scaling included), pre-scaled float32 to features for Keras'
-  predict. Alternating the two lets the load from other processes hit both alike; the
-  ratio is the median of the per-pair ratios.
+  predict. The embedder runs with its default backend (Keras' model on TensorFlow on
+  CPU, see `inception.default_backend`) and, for the record, with the Flax one.
+  Alternating the calls lets the load from other processes hit all alike; a ratio is
+  the median of the per-round ratios.
   """
   import keras  # pylint: disable=g-import-not-at-top  (heavy; only this half needs it)
   images = np.random.default_rng(0).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
-  embedder = inception.ImageEmbedder(inception.random_variables(0), batch_size=n)
+  variables = inception.random_variables(0)
+  backend = inception.default_backend()
+  embedders = {name: inception.ImageEmbedder(variables, batch_size=n, backend=name)
+               for name in dict.fromkeys((backend, "flax"))}
   model = keras.applications.InceptionV3(weights=None, include_top=False, pooling="avg",
                                          input_shape=(224, 224, 3))
   x = images.astype(np.float32) / 127.5 - 1
-  calls = {"flax": lambda: embedder(images),
-           "keras": lambda: model.predict(x, batch_size=n, verbose=0)}
+  calls = {name: functools.partial(embedder, images) for name, embedder in embedders.items()}
+  calls["keras_predict"] = lambda: model.predict(x, batch_size=n, verbose=0)
   times = {name: [] for name in calls}
-  for name, call in calls.items():
+  for call in calls.values():
     call()  # warm-up: XLA / TensorFlow compilation
   for _ in range(repeats):
     for name, call in calls.items():
       start = time.perf_counter()
       call()
       times[name].append(time.perf_counter() - start)
-  ratios = np.asarray(times["keras"]) / np.asarray(times["flax"])
-  return {"flax_images_per_s": n / min(times["flax"]),
-          "keras_images_per_s": n / min(times["keras"]),
+  times = {name: np.asarray(t) for name, t in times.items()}
+  ratios = times["keras_predict"] / times[backend]
+  return {"backend": backend,
+          "images_per_s": float(n / times[backend].min()),
+          "keras_images_per_s": float(n / times["keras_predict"].min()),
           "ratio": float(np.median(ratios)),
-          "ratio_range": [float(ratios.min()), float(ratios.max())]}
+          "ratio_range": [float(ratios.min()), float(ratios.max())],
+          "flax_images_per_s": float(n / times["flax"].min()),
+          "flax_ratio": float(np.median(times["keras_predict"] / times["flax"]))}
 
 
 def main():
@@ -132,9 +143,11 @@ def main():
         f"({m['exact_ratio']:.2f}x), fast {m['fast_audio_s_per_s']:.1f} audio-s/s "
         f"({m['fast_ratio']:.2f}x), literal librosa "
         f"{m['librosa_reference_audio_s_per_s']:.1f} audio-s/s")
-  print(f"inception (batch {args.images}): flax {i['flax_images_per_s']:.1f} images/s, "
-        f"keras {i['keras_images_per_s']:.1f} images/s (best of {args.repeats}), ratio "
-        f"{i['ratio']:.2f}x (median; {i['ratio_range'][0]:.2f}-{i['ratio_range'][1]:.2f}x)")
+  print(f"inception (batch {args.images}): embedder ({i['backend']}) "
+        f"{i['images_per_s']:.1f} images/s, keras predict {i['keras_images_per_s']:.1f} "
+        f"images/s (best of {args.repeats}), ratio {i['ratio']:.2f}x (median; "
+        f"{i['ratio_range'][0]:.2f}-{i['ratio_range'][1]:.2f}x); flax backend "
+        f"{i['flax_images_per_s']:.1f} images/s ({i['flax_ratio']:.2f}x)")
 
 
 if __name__ == "__main__":

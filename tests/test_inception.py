@@ -1,4 +1,4 @@
-"""Flax Inception-V3 against Keras: weight loading, parity, batching, devices, errors."""
+"""Inception-V3 embedders against Keras: weight loading, parity, batching, devices, errors."""
 
 import os
 import pathlib
@@ -61,26 +61,28 @@ def keras_reference(tmp_path_factory):
   return path, images_Nx224x224x3, model.predict(x_Nx224x224x3, verbose=0)
 
 
-@pytest.fixture(scope="module")
-def flax_features(keras_reference):
+@pytest.fixture(scope="module", params=["flax", "keras"])
+def embedded(request, keras_reference):
+  """(embedder, its features of the reference images), once per backend."""
   path, images_Nx224x224x3, _ = keras_reference
-  embedder = inception.ImageEmbedder(inception.load_keras_weights(path), BATCH_SIZE)
+  embedder = inception.ImageEmbedder(inception.load_keras_weights(path), BATCH_SIZE,
+                                     backend=request.param)
   return embedder, embedder(images_Nx224x224x3)
 
 
-def test_matches_keras(keras_reference, flax_features):
+def test_matches_keras(keras_reference, embedded):
   _, _, expected_Nx2048 = keras_reference
-  _, feat_Nx2048 = flax_features
+  embedder, feat_Nx2048 = embedded
   assert feat_Nx2048.shape == (N_IMAGES, inception.FEATURE_DIM)
   assert feat_Nx2048.dtype == np.float32
   error = np.abs(feat_Nx2048 - expected_Nx2048).max()
-  print(f"max |flax - keras| = {error:.3g} (feature max {np.abs(expected_Nx2048).max():.3g})")
+  print(f"max |{embedder.backend} - keras| = {error:.3g} (feature max {np.abs(expected_Nx2048).max():.3g})")
   assert error < PARITY_TOLERANCE
 
 
-def test_partial_batch_matches_full_batch(keras_reference, flax_features):
+def test_partial_batch_matches_full_batch(keras_reference, embedded):
   _, images_Nx224x224x3, _ = keras_reference
-  embedder, feat_Nx2048 = flax_features
+  embedder, feat_Nx2048 = embedded
   np.testing.assert_allclose(embedder(images_Nx224x224x3[-1:]), feat_Nx2048[-1:],
                              atol=1e-6)
   assert embedder(images_Nx224x224x3[:0]).shape == (0, inception.FEATURE_DIM)
@@ -123,9 +125,10 @@ def test_loads_keras2_naming_in_any_layer_order(keras_reference, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, loaded, expected)
 
 
-def test_multi_device_matches_one_device(keras_reference, flax_features, tmp_path):
+def test_multi_device_matches_one_device(keras_reference, tmp_path):
   path, images_Nx224x224x3, _ = keras_reference
-  _, feat_Nx2048 = flax_features
+  feat_Nx2048 = inception.ImageEmbedder(inception.load_keras_weights(path), BATCH_SIZE,
+                                        backend="flax")(images_Nx224x224x3)
   np.save(tmp_path / "images.npy", images_Nx224x224x3)
   script = textwrap.dedent(f"""
       import jax, numpy as np, pytest
@@ -133,8 +136,8 @@ def test_multi_device_matches_one_device(keras_reference, flax_features, tmp_pat
       assert len(jax.devices()) == 2, jax.devices()
       variables = inception.load_keras_weights({str(path)!r})
       with pytest.raises(ValueError, match="multiple of the 2 devices"):
-        inception.ImageEmbedder(variables, batch_size=3)
-      embedder = inception.ImageEmbedder(variables, batch_size={BATCH_SIZE})
+        inception.ImageEmbedder(variables, batch_size=3, backend="flax")
+      embedder = inception.ImageEmbedder(variables, batch_size={BATCH_SIZE}, backend="flax")
       np.save({str(tmp_path / "feats.npy")!r},
               embedder(np.load({str(tmp_path / "images.npy")!r})))
   """)
@@ -172,6 +175,24 @@ def test_from_weights_file_without_weights_warns(path):
   with pytest.warns(UserWarning, match="random-init Inception-V3"):
     embedder = inception.ImageEmbedder.from_weights_file(path, seed=0, batch_size=1)
   assert embedder.batch_size == 1
+
+
+def test_backends_agree_on_random_init_features():
+  """The dataset's random(seed=0) features do not depend on the backend that made them."""
+  variables = inception.random_variables(0)
+  images_Nx224x224x3 = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), np.uint8)
+  flax_Nx2048, keras_Nx2048 = (
+      inception.ImageEmbedder(variables, batch_size=2, backend=backend)(images_Nx224x224x3)
+      for backend in ("flax", "keras"))
+  np.testing.assert_allclose(keras_Nx2048, flax_Nx2048, rtol=0,
+                             atol=1e-5 * np.abs(flax_Nx2048).max())
+
+
+def test_default_backend_is_keras_on_cpu_flax_elsewhere():
+  expected = "keras" if jax.default_backend() == "cpu" else "flax"
+  assert inception.default_backend() == expected
+  with pytest.raises(ValueError, match="backend='xla'"):
+    inception.ImageEmbedder(inception.random_variables(0), batch_size=1, backend="xla")
 
 
 def test_fold_batch_norm_is_conv_then_batch_norm():
@@ -233,8 +254,8 @@ def test_bad_weight_files_say_what_is_wrong(keras_reference, tmp_path):
     inception.load_keras_weights(wrong)
 
 
-def test_bad_images_say_what_is_wrong(flax_features):
-  embedder, _ = flax_features
+def test_bad_images_say_what_is_wrong(embedded):
+  embedder, _ = embedded
   with pytest.raises(ValueError, match="NxHxWx3"):
     embedder(np.zeros((2, 224, 224), np.uint8))
   with pytest.raises(ValueError, match="NxHxWx3"):

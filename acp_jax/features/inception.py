@@ -4,10 +4,11 @@
 rewritten in flax.linen: same layers, same order, same padding and pooling rules, so
 the Keras ImageNet weights file loads into it (`load_keras_weights`) and the pooled
 2048-d features agree with Keras to float32 rounding. `ImageEmbedder` is the batch
-entry point the dataset builder uses: uint8 images in, features out, jitted once and
-data-parallel over every local device; it runs the network with each batch norm folded
-into its convolution (`fold_batch_norm`) and, on CPU, with XLA's Eigen convolutions
-(`CPU_COMPILER_OPTIONS`).
+entry point the dataset builder uses: uint8 images in, features out. On accelerators it
+runs this network jitted, data-parallel over every local device, each batch norm folded
+into its convolution (`fold_batch_norm`). On CPU it runs Keras' own InceptionV3 carrying
+the same variables (`keras_inception_v3`): TensorFlow's oneDNN convolutions are faster
+there than XLA:CPU's (`default_backend` has the figures).
 
 The Keras ImageNet weights (`inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5`)
 are at https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/.
@@ -339,33 +340,65 @@ def load_keras_weights(path: str | os.PathLike) -> dict:
   return {"params": params, "batch_stats": batch_stats}
 
 
-# XLA:CPU hands convolutions to YNNPACK by default; on this network that ran 1.3-1.5x
-# slower end to end than XLA's own Eigen convolutions (profiles put the stem's 3x3
-# convolutions at a few GFLOP/s). An empty YNNPACK fusion list sends them to Eigen.
+def keras_inception_v3(variables: dict):
+  """`keras.applications.InceptionV3(include_top=False, pooling='avg')` carrying `variables`.
+
+  The inverse of `load_keras_weights`: `ConvBN_<i>` goes to the i-th convolution and
+  the i-th batch norm the Keras model creates. Any input size from 75x75 up.
+  """
+  import keras  # pylint: disable=g-import-not-at-top  (TensorFlow; only this path needs it)
+  model = keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg",
+                                         input_shape=(None, None, 3))
+  # Keras' automatic names number the layers in creation order (_construction_index).
+  convs, bns = ([layer for layer in model.layers if isinstance(layer, kind)]
+                for kind in (keras.layers.Conv2D, keras.layers.BatchNormalization))
+  creation_order = lambda layer: _construction_index(layer.name)
+  for i, (conv, bn) in enumerate(zip(sorted(convs, key=creation_order),
+                                     sorted(bns, key=creation_order))):
+    layer, stats = variables["params"][f"ConvBN_{i}"], variables["batch_stats"][f"ConvBN_{i}"]
+    conv.set_weights([layer["conv"]["kernel"]])
+    bn.set_weights([layer["bn"]["bias"], stats["bn"]["mean"], stats["bn"]["var"]])
+  return model
+
+
+# XLA:CPU hands convolutions to YNNPACK by default; on this network that ran 1.3-1.9x
+# slower end to end than XLA's own Eigen convolutions (the stem's 3x3 convolutions at
+# 7-45 GFLOP/s). An empty YNNPACK fusion list sends them to Eigen.
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-class ImageEmbedder:
-  """uint8 images -> Inception-V3 features, batched and sharded over all devices."""
+def default_backend() -> str:
+  """"flax" on accelerators; "keras" (TensorFlow's oneDNN convolutions) on CPU.
 
-  def __init__(self, variables: dict, batch_size: int = 64):
-    devices = jax.devices()
-    if batch_size % len(devices):
-      raise ValueError(
-          f"batch_size={batch_size} must be a multiple of the {len(devices)} devices "
-          "it is split over; pick a multiple.")
+  On CPU, XLA's Eigen convolutions are the bottleneck: per layer at batch 64 they run
+  1.2-1.3x slower than oneDNN's on the 17x17 and 8x8 grids and 1.4-3x slower on the
+  stem (few channels, large grids), and this jaxlib has no oneDNN convolutions
+  (`xla_cpu_experimental_onednn_custom_call` is a no-op in its build). Keras' own
+  InceptionV3 on TensorFlow therefore runs the same network faster there.
+  """
+  if jax.default_backend() != "cpu":
+    return "flax"
+  import keras  # pylint: disable=g-import-not-at-top
+  return "keras" if keras.backend.backend() == "tensorflow" else "flax"
+
+
+class ImageEmbedder:
+  """uint8 images -> Inception-V3 features, batched.
+
+  `backend` "flax" runs `InceptionV3` jitted, batch norm folded, data-parallel over
+  every local device; "keras" runs `keras_inception_v3` on TensorFlow's CPU kernels.
+  Both give the same features to float32 rounding; `default_backend` picks.
+  """
+
+  def __init__(self, variables: dict, batch_size: int = 64, backend: str | None = None):
     self.batch_size = batch_size
-    mesh = Mesh(np.asarray(devices), ("data",))
-    self._batch_sharding = NamedSharding(mesh, P("data"))
-    replicated = NamedSharding(mesh, P())
-    self._variables = jax.device_put(fold_batch_norm(variables), replicated)
-    model = InceptionV3(folded_batch_norm=True)
-    # uint8 crosses to the device (4x less traffic than float32); scaling happens there.
-    self._embed = jax.jit(lambda v, images: model.apply(v, preprocess(images)),
-                          in_shardings=(replicated, self._batch_sharding),
-                          out_shardings=self._batch_sharding,
-                          compiler_options=(CPU_COMPILER_OPTIONS
-                                            if devices[0].platform == "cpu" else None))
+    self.backend = backend or default_backend()
+    if self.backend == "flax":
+      self._embed_batch = _flax_batch_embedder(variables, batch_size)
+    elif self.backend == "keras":
+      self._embed_batch = _keras_batch_embedder(variables)
+    else:
+      raise ValueError(f"backend={self.backend!r}: use 'flax', 'keras' or None (default).")
 
   @classmethod
   def from_weights_file(cls, path: str | os.PathLike | None, seed: int = 0,
@@ -388,18 +421,53 @@ class ImageEmbedder:
           f"Expected RGB images shaped NxHxWx3 with H, W >= {MIN_IMAGE_SIDE} (224x224 "
           f"for IMAC), got {images_NxHxWx3.shape}; stack the images along axis 0 and "
           "convert grey or RGBA images to RGB first.")
-    n, b = len(images_NxHxWx3), self.batch_size
-    feats = []
-    for start in range(0, n, b):
-      batch_BxHxWx3 = images_NxHxWx3[start:start + b]
-      # A full-size last batch reuses the one compiled program.
-      pad = b - len(batch_BxHxWx3)
-      if pad:
-        batch_BxHxWx3 = np.concatenate(
-            [batch_BxHxWx3, np.zeros((pad, *batch_BxHxWx3.shape[1:]), batch_BxHxWx3.dtype)])
-      batch_BxHxWx3 = jax.device_put(batch_BxHxWx3, self._batch_sharding)
-      # Asynchronous dispatch: the next batch is queued before this one reaches the host.
-      feats.append(self._embed(self._variables, batch_BxHxWx3)[:b - pad])
+    feats = [self._embed_batch(images_NxHxWx3[start:start + self.batch_size])
+             for start in range(0, len(images_NxHxWx3), self.batch_size)]
     if not feats:
       return np.zeros((0, FEATURE_DIM), np.float32)
     return np.concatenate(jax.device_get(feats)).astype(np.float32, copy=False)
+
+
+def _flax_batch_embedder(variables: dict, batch_size: int) -> Callable:
+  """Batch of <= batch_size uint8 images -> features (a device array, not waited for)."""
+  devices = jax.devices()
+  if batch_size % len(devices):
+    raise ValueError(
+        f"batch_size={batch_size} must be a multiple of the {len(devices)} devices "
+        "it is split over; pick a multiple.")
+  mesh = Mesh(np.asarray(devices), ("data",))
+  batch_sharding = NamedSharding(mesh, P("data"))
+  replicated = NamedSharding(mesh, P())
+  folded = jax.device_put(fold_batch_norm(variables), replicated)
+  model = InceptionV3(folded_batch_norm=True)
+  # uint8 crosses to the device (4x less traffic than float32); scaling happens there.
+  embed = jax.jit(lambda v, images: model.apply(v, preprocess(images)),
+                  in_shardings=(replicated, batch_sharding), out_shardings=batch_sharding,
+                  compiler_options=(CPU_COMPILER_OPTIONS
+                                    if devices[0].platform == "cpu" else None))
+
+  def embed_batch(images_BxHxWx3: np.ndarray) -> jax.Array:
+    # A full-size last batch reuses the one compiled program.
+    pad = batch_size - len(images_BxHxWx3)
+    if pad:
+      images_BxHxWx3 = np.concatenate(
+          [images_BxHxWx3, np.zeros((pad, *images_BxHxWx3.shape[1:]), images_BxHxWx3.dtype)])
+    # Asynchronous dispatch: the next batch is queued before this one reaches the host.
+    return embed(folded, jax.device_put(images_BxHxWx3, batch_sharding))[:batch_size - pad]
+
+  return embed_batch
+
+
+def _keras_batch_embedder(variables: dict) -> Callable:
+  """Batch of uint8 images -> features, by Keras' InceptionV3 on TensorFlow."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  model = keras_inception_v3(variables)
+
+  # One graph per input dtype, generalised over batch and image sizes; scaled inside.
+  @tf.function(reduce_retracing=True)
+  def embed(images_BxHxWx3):
+    x = keras.applications.inception_v3.preprocess_input(tf.cast(images_BxHxWx3, tf.float32))
+    return model(x, training=False)
+
+  return lambda images_BxHxWx3: embed(images_BxHxWx3).numpy()
