@@ -67,11 +67,26 @@ def streams(config: ml_collections.ConfigDict) -> bool:
   return config.get("input", {}).get("stream", False) and kinds(config) != ("features",) * 2
 
 
+@functools.cache
+def _resize_weights(size_in: int, size_out: int) -> np.ndarray:
+  """size_out x size_in: jax.image.resize's linear antialias weights along one axis (the
+  resize of the identity, which is linear in its input)."""
+  with jax.ensure_compile_time_eval():
+    return np.asarray(jax.image.resize(jnp.eye(size_in, dtype=jnp.float32),
+                                       (size_out, size_in), "linear", antialias=True))
+
+
 @functools.partial(jax.jit, static_argnames=("size",))
 def _resize(pixels_BxHxWx3: jax.Array, size: int) -> jax.Array:
-  resized_BxSxSx3 = jax.image.resize(pixels_BxHxWx3.astype(jnp.float32),
-                                     (pixels_BxHxWx3.shape[0], size, size, 3), "linear",
-                                     antialias=True)
+  """jax.image.resize(..., "linear", antialias=True) to size x size, up to float rounding:
+  its weights made once on the host, then one matmul per axis, rows first (XLA:CPU ran
+  this ~1.3x faster than jax.image.resize's traced weights and three-operand einsum)."""
+  rows_SxH = _resize_weights(pixels_BxHxWx3.shape[1], size)
+  cols_SxW = _resize_weights(pixels_BxHxWx3.shape[2], size)
+  highest = jax.lax.Precision.HIGHEST
+  rows_BxSxWx3 = jnp.einsum("sh,bhwc->bswc", rows_SxH, pixels_BxHxWx3.astype(jnp.float32),
+                            precision=highest)
+  resized_BxSxSx3 = jnp.einsum("tw,bswc->bstc", cols_SxW, rows_BxSxWx3, precision=highest)
   return jnp.clip(jnp.round(resized_BxSxSx3), 0, 255).astype(jnp.uint8)
 
 
