@@ -287,9 +287,10 @@ def main():
             f"{run['cpu_s']:6.0f} CPU-s  "
             f"peak PSS {run['peak_pss_mb']:6.0f} MB (RSS sum {run['peak_rss_mb']:.0f})")
     print(f"{'':>10} full IMAC, extrapolated: {r['full_imac_h_loaded']:.1f} h here as loaded "
-          f"now (nan: the load changed); {r['full_imac_h_idle']:.2f} h here unloaded ({r['full_imac_core_h']:.2f} "
-          f"core-h; the stages alone: {r['full_imac_core_h_stages']:.2f}); {r['full_imac_min_16core_gpu']:.0f} min on 16 cores + 1 GPU (GPU not "
-          f"measured: {args.gpu_images_per_s:.0f} images/s assumed); "
+          f"now (nan: the load changed); {r['full_imac_h_idle']:.2f} h here unloaded "
+          f"({r['full_imac_core_h']:.2f} core-h; the stages alone: "
+          f"{r['full_imac_core_h_stages']:.2f}); {r['full_imac_min_16core_gpu']:.0f} min on "
+          f"16 cores + 1 GPU (GPU not measured: {args.gpu_images_per_s:.0f} images/s assumed); "
           f"peak {r['full_imac_peak_gb']:.1f} GB")
 
 

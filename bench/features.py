@@ -134,7 +134,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--json", action="store_true", help="print one JSON object")
   args = parser.parse_args()
-  result = {"music": _music(args.seconds, args.repeats), "inception": _images(args.images, args.repeats)}
+  result = {"music": _music(args.seconds, args.repeats),
+            "inception": _images(args.images, args.repeats)}
   if args.json:
     print(json.dumps(result))
     return

@@ -76,7 +76,8 @@ def test_matches_keras(keras_reference, embedded):
   assert feat_Nx2048.shape == (N_IMAGES, inception.FEATURE_DIM)
   assert feat_Nx2048.dtype == np.float32
   error = np.abs(feat_Nx2048 - expected_Nx2048).max()
-  print(f"max |{embedder.backend} - keras| = {error:.3g} (feature max {np.abs(expected_Nx2048).max():.3g})")
+  print(f"max |{embedder.backend} - keras| = {error:.3g} "
+        f"(feature max {np.abs(expected_Nx2048).max():.3g})")
   assert error < PARITY_TOLERANCE
 
 
