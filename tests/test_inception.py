@@ -82,10 +82,11 @@ def test_matches_keras(keras_reference, embedded):
 
 
 def test_partial_batch_matches_full_batch(keras_reference, embedded):
+  """Bit for bit: the Beam build batches images differently and must match (test_beam_build)."""
   _, images_Nx224x224x3, _ = keras_reference
   embedder, feat_Nx2048 = embedded
-  np.testing.assert_allclose(embedder(images_Nx224x224x3[-1:]), feat_Nx2048[-1:],
-                             atol=1e-6)
+  np.testing.assert_array_equal(embedder(images_Nx224x224x3[-1:]), feat_Nx2048[-1:])
+  np.testing.assert_array_equal(embedder(images_Nx224x224x3[::-1])[::-1], feat_Nx2048)
   assert embedder(images_Nx224x224x3[:0]).shape == (0, inception.FEATURE_DIM)
 
 

@@ -421,15 +421,25 @@ class ImageEmbedder:
           f"Expected RGB images shaped NxHxWx3 with H, W >= {MIN_IMAGE_SIDE} (224x224 "
           f"for IMAC), got {images_NxHxWx3.shape}; stack the images along axis 0 and "
           "convert grey or RGBA images to RGB first.")
-    feats = [self._embed_batch(images_NxHxWx3[start:start + self.batch_size])
+    feats = [self._embed_full_batch(images_NxHxWx3[start:start + self.batch_size])
              for start in range(0, len(images_NxHxWx3), self.batch_size)]
     if not feats:
       return np.zeros((0, FEATURE_DIM), np.float32)
     return np.concatenate(jax.device_get(feats)).astype(np.float32, copy=False)
 
+  def _embed_full_batch(self, images_BxHxWx3: np.ndarray):
+    """A batch padded to `batch_size`: one compiled program, and an image's features do
+    not depend on how many images share its batch (TensorFlow picks its convolution
+    kernels by batch size), so a Beam build, whose batches differ, gives the same ones."""
+    pad = self.batch_size - len(images_BxHxWx3)
+    if pad:
+      images_BxHxWx3 = np.concatenate(
+          [images_BxHxWx3, np.zeros((pad, *images_BxHxWx3.shape[1:]), images_BxHxWx3.dtype)])
+    return self._embed_batch(images_BxHxWx3)[:self.batch_size - pad]
+
 
 def _flax_batch_embedder(variables: dict, batch_size: int) -> Callable:
-  """Batch of <= batch_size uint8 images -> features (a device array, not waited for)."""
+  """Batch of batch_size uint8 images -> features (a device array, not waited for)."""
   devices = jax.devices()
   if batch_size % len(devices):
     raise ValueError(
@@ -446,16 +456,8 @@ def _flax_batch_embedder(variables: dict, batch_size: int) -> Callable:
                   compiler_options=(CPU_COMPILER_OPTIONS
                                     if devices[0].platform == "cpu" else None))
 
-  def embed_batch(images_BxHxWx3: np.ndarray) -> jax.Array:
-    # A full-size last batch reuses the one compiled program.
-    pad = batch_size - len(images_BxHxWx3)
-    if pad:
-      images_BxHxWx3 = np.concatenate(
-          [images_BxHxWx3, np.zeros((pad, *images_BxHxWx3.shape[1:]), images_BxHxWx3.dtype)])
-    # Asynchronous dispatch: the next batch is queued before this one reaches the host.
-    return embed(folded, jax.device_put(images_BxHxWx3, batch_sharding))[:batch_size - pad]
-
-  return embed_batch
+  # Asynchronous dispatch: the next batch is queued before this one reaches the host.
+  return lambda images_BxHxWx3: embed(folded, jax.device_put(images_BxHxWx3, batch_sharding))
 
 
 def _keras_batch_embedder(variables: dict) -> Callable:
