@@ -12,12 +12,21 @@ JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES and JAX_PROCESS_ID for ever
 import os
 import sys
 
-# Quiet start-up: TensorFlow (loaded by TFDS, to read data only) prints oneDNN and
-# CPU-feature notices from C++ as it loads, before any flag is parsed; --verbosity
-# brings them back.
+# Quiet start-up: TensorFlow (loaded by TFDS, and by the image embedder on CPU) prints
+# CPU-feature and oneDNN notices from C++ as it loads, before any flag is parsed, the
+# oneDNN one whatever the log level: it loads here with stderr closed. oneDNN stays on:
+# the embedder runs on its kernels, and a build from here must equal one by `tfds build`.
+# --verbosity brings the notices back.
 if not any(arg.startswith(("--verbosity", "-v=")) for arg in sys.argv):
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+  _stderr, _devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(_devnull, 2)
+  try:
+    import tensorflow  # noqa: F401
+  finally:
+    os.dup2(_stderr, 2)
+    os.close(_stderr)
+    os.close(_devnull)
 
 from absl import app  # noqa: E402  (after quieting TensorFlow)
 from absl import flags  # noqa: E402
