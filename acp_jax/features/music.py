@@ -413,7 +413,7 @@ def _istft_envelope(n_fft: int, hop: int, n_frames: int, length: int):
 def _median_rows(x_RxN: np.ndarray) -> np.ndarray:
   """scipy.ndimage.median_filter(x_RxN, size=(1, 31), mode='reflect'), same values."""
   out_RxN = np.empty(x_RxN.shape, np.float32)
-  _sliding_median(np.ascontiguousarray(x_RxN, np.float32), _HPSS_KERNEL, out_RxN)
+  _sliding_median(np.ascontiguousarray(x_RxN, np.float32), out_RxN)
   return out_RxN
 
 
@@ -421,13 +421,14 @@ _LANES = 16  # rows filtered together, one per SIMD lane
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
-def _sliding_median(x_RxN, kernel, out_RxN):  # pragma: no cover  (compiled)
-  """Median of each row's `kernel` neighbours; rows reflect at their ends (abc|cba).
+def _sliding_median(x_RxN, out_RxN):  # pragma: no cover  (compiled)
+  """Median of each row's `_HPSS_KERNEL` neighbours; rows reflect at their ends (abc|cba).
 
   Each row keeps its window sorted; a step drops the outgoing value and inserts the
   incoming one with branch-free min/max over the window, for 16 rows at once so that
   the compiler runs the lanes in SIMD (3-5x faster than scipy's 1-D filter).
   """
+  kernel = _HPSS_KERNEL  # a compile-time constant: LLVM unrolls the window's loop (1.1x)
   rows, n = x_RxN.shape
   reach = kernel // 2
   padded_PxL = np.empty((n + 2 * reach, _LANES), np.float32)
