@@ -47,6 +47,7 @@ def keras_reference(tmp_path_factory):
   """(legacy .h5 weights path, uint8 images, Keras features) of one random Keras model."""
   keras = pytest.importorskip("keras")
   legacy_h5_format = pytest.importorskip("keras.src.legacy.saving.legacy_h5_format")
+  keras.backend.clear_session()  # layer names count from zero (conv2d_7 below), whatever ran before
   keras.utils.set_random_seed(0)
   model = keras.applications.InceptionV3(include_top=False, weights=None, pooling="avg",
                                          input_shape=(224, 224, 3))
