@@ -37,6 +37,7 @@ from acp_jax import models
 from acp_jax import stream
 from acp_jax import train
 from configs import l3net
+from tfds_imac.imac import imac_dataset_builder as imac
 
 SEGMENT_SECONDS = 6.0
 SAMPLE_RATE = 22050
@@ -50,20 +51,12 @@ class CorpusConfig(tfds.core.BuilderConfig):
 
 class AcpBenchMedia(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Generated items in the media configs' record format: train_images and train_music."""
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")  # 1.1.0: the media configs' records, without zlib
   BUILDER_CONFIGS = []  # made per size by `build`
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-        "id": tfds.features.Text(),
-        "label": tfds.features.ClassLabel(names=labels.CLASSES),
-        "cue": np.int32,
-        "emotion": np.int32,
-        "song_id": tfds.features.Text(),
-        "features": tfds.features.Tensor(shape=(None,), dtype=np.float32),
-        "pixels": tfds.features.Tensor(shape=(None, None, 3), dtype=np.uint8, encoding="zlib"),
-        "waveform": tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding="zlib"),
-    }), disable_shuffling=True)
+    return self.dataset_info_from_configs(features=imac.media_item_features(224),
+                                          disable_shuffling=True)
 
   def _split_generators(self, dl_manager):
     return {"train_images": self._generate_examples("image", self.builder_config.num_images),
@@ -85,7 +78,7 @@ class AcpBenchMedia(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           "song_id": "" if image else item_id.split("#")[0],
           "features": rng.normal(size=2048 if image else 193).astype(np.float32),
           "pixels": (rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) if image
-                     else np.zeros((0, 0, 3), np.uint8)),
+                     else np.zeros((0, 224, 3), np.uint8)),
           "waveform": (np.zeros((0,), np.int16) if image
                        else np.round(np.clip(tone_T, -1, 1) * 32767).astype(np.int16))}
 

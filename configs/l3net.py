@@ -34,13 +34,15 @@ Demo on generated data (no download; the first run builds `imac/synthetic_media`
   to expect): 22.7 minutes after the build (~12 of them compiling), early-stopped at
   step 210; test_accuracy 0.888 (AUC 0.919) against an oracle_accuracy of 0.912, both
   in results.json (one seed; +-3 points of noise). Unloaded, before streaming: 3.5
-  minutes including the build. On this CPU demo a streamed step costs ~1.6x the CPU
-  time of an in-memory one (bench/media.py; per step of 64 pairs, on 2 cores shared
-  with other jobs): ~400 ms for the towers and the update, ~120-230 ms for the
-  log-spectrograms (mostly XLA:CPU's FFT of 15k frames of 2205 samples, which it runs
-  on one thread), ~40 ms for the image resize, and ~85-150 ms of the input worker's
-  for reading the records (mostly zlib inflating the waveforms). With the cores
-  shared (load average 3.5-5.5) the streamed step measured 0.4-0.7x the in-memory one.
+  minutes including the build. On this CPU demo a streamed step takes ~1.6x the time
+  of an in-memory one (bench/media.py: 0.61-0.63x the steps/s on 2 idle cores). Per
+  step of 64 pairs: ~400 ms of CPU for the towers and the update; ~150 ms for the
+  log-spectrograms, which the in-memory path makes once per item (XLA:CPU's FFT of
+  15k frames of 2205 samples, ~90 ms on one thread, and the framing gather, ~50 ms);
+  ~25 ms for the image resize; and ~50 ms of the input worker's CPU for reading the
+  records. Those are near what XLA:CPU and the record reader do at best, so on 2 CPU
+  cores the stream stays well short of the in-memory speed; with the cores shared
+  (load average 3.5-5.5) it measured 0.4-0.7x.
 
 Any field can be overridden, e.g. `--config.image_size=64`.
 """

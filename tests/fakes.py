@@ -107,7 +107,7 @@ def with_media(splits: dict[str, data.Split], seed: int = 0, *, image_side: int 
   colour_Cx3 = np.array([[200, 60, 60], [60, 200, 60], [60, 60, 200]], np.float32)
   pitch_C = np.array([220.0, 660.0, 1980.0])
   time_T = np.arange(round(seconds * 22050)) / 22050
-  no_pixels, no_waveform = np.zeros((0, 0, 3), np.uint8), np.zeros((0,), np.int16)
+  no_pixels, no_waveform = np.zeros((0, image_side, 3), np.uint8), np.zeros((0,), np.int16)
 
   def records(items: data.Items, field: str, media_N: np.ndarray) -> list[dict]:
     emotions_N = items.emotions_N if items.emotions_N is not None else -np.ones_like(items.cues_N)

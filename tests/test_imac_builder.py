@@ -221,7 +221,7 @@ def test_synthetic_media_is_item_level_and_ignores_manual_weights(tmp_path):
       assert r["pixels"].shape == (224, 224, 3) and r["waveform"].shape == (0,)
       assert r["features"].shape == (2048,) and r["emotion"] >= 0 and r["song_id"] == b""
     for r in music_rows:
-      assert r["waveform"].shape == (2 * 22050,) and r["pixels"].shape == (0, 0, 3)
+      assert r["waveform"].shape == (2 * 22050,) and r["pixels"].shape == (0, 224, 3)
       assert r["features"].shape == (193,) and r["emotion"] == -1
       assert r["song_id"].decode() == r["id"].decode().split("#")[0]
       assert np.abs(r["waveform"]).max() > 0

