@@ -12,7 +12,8 @@ of the whole process tree (PSS and RSS summed over the build and all its workers
 sampled): it should stay flat while the corpus grows 6x. From the two sizes (cost =
 fixed + per item) it extrapolates the wall time and memory of the full IMAC here, per
 core, and on a 16-core machine with one GPU; and, as a check, the CPU the stages alone
-take (image decode, Inception, song decode and descriptors, each timed on its own).
+take (image decode, Inception, song decode and descriptors, each timed on its own
+over the larger corpus).
 Timings are this machine's under its load; CPU seconds much less so.
 """
 
@@ -174,9 +175,9 @@ def _children_cpu_s() -> float:
 
 
 def stage_costs(manual_dir: epath.Path) -> dict:
-  """CPU seconds, load or not, of each stage on all of this corpus's items (their sizes
-  vary 10x): per image, decode and Inception (all threads); per second of audio, a
-  song's decode and descriptors."""
+  """CPU seconds, load or not, of each stage on all of this corpus's items: per image,
+  decode and Inception (all threads); per second of audio, a song's decode and
+  descriptors."""
   paths = sorted((manual_dir / "images").glob("*/*.jpg"))
   media.load_image(paths[0], 224, 32)  # warm: the resize kernels
   start = time.process_time()
@@ -261,7 +262,7 @@ def main():
       stamp.write_text(str(audio_s))
     sizes[songs], corpora[songs] = (num_images, float(stamp.read_text())), manual
 
-  stages = stage_costs(corpora[args.songs[0]])
+  stages = stage_costs(corpora[args.songs[1]])  # the larger: photo sizes vary 14x
   results = {"cores": cores, **stages}
   for mode, workers in (("in_process", None), ("beam", cores)):
     runs = {songs: run_build(corpora[songs], work / f"tfds_{mode}", workers)
