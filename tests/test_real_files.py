@@ -57,13 +57,19 @@ def test_exif_orientation_is_applied_before_resizing(tmp_path, orientation):
     (4032, 3024), (3000, 4000), (1023, 767), (225, 223), (224, 224), (224, 1000), (40, 33),
     (33, 2000), (101, 7), (1, 1)])
 @pytest.mark.parametrize("size", [224, 32, 299])
-def test_resize_equals_pillows_bilinear_byte_for_byte(width, height, size):
+@pytest.mark.parametrize("one_block", [True, False])
+def test_resize_equals_pillows_bilinear_byte_for_byte(width, height, size, one_block):
   # Shrinking and enlarging, odd sizes, one axis only, none; 16-row bands with a short
-  # last one. Random pixels: any weight, rounding or band edge off shows in some byte.
+  # last one; PIL's pixels read in place or (a chain of blocks) copied. Random pixels:
+  # any weight, rounding or band edge off shows in some byte.
   pixels_HxWx3 = np.random.default_rng(width * height).integers(
       0, 256, (height, width, 3), dtype=np.uint8)
-  with media._single_block_images():
+  allocator = Image.core.get_use_block_allocator()
+  Image.core.set_use_block_allocator(int(one_block))
+  try:
     rgb = Image.fromarray(pixels_HxWx3)
+  finally:
+    Image.core.set_use_block_allocator(allocator)
   expected = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))
   np.testing.assert_array_equal(media.resize_bilinear(rgb, size), expected)
 

@@ -4,7 +4,6 @@
 bad file never aborts a build and worker processes never need to pickle exceptions.
 """
 
-import contextlib
 import math
 
 import numba
@@ -21,8 +20,13 @@ def load_image(path, size: int, min_side: int) -> tuple[np.ndarray | None, str |
   The EXIF orientation is applied before resizing. Grey, palette, CMYK and 16-bit
   images become 8-bit RGB; alpha is dropped, as Keras's `load_img` does.
   """
+  # From now on this process's PIL allocates each image in one block of memory, which
+  # it can share without a copy (Image.__arrow_c_array__, for `resize_bilinear`); by
+  # default a large image is a chain of 16 MB blocks. A process-wide switch, left on:
+  # decoding threads would race to restore it.
+  Image.core.set_use_block_allocator(1)
   try:
-    with Image.open(path) as img, _single_block_images():
+    with Image.open(path) as img:
       if min(img.size) < min_side:
         return None, f"image smaller than {min_side} px"
       # A full-size decode: libjpeg's reduced-scale decode (PIL's `draft`) is 1.4-2x
@@ -61,19 +65,6 @@ def describe_song(path, cfg: music.DescriptorConfig) -> tuple[np.ndarray | None,
     return None, f"audio: failed ({type(e).__name__})"
 
 
-@contextlib.contextmanager
-def _single_block_images():
-  """PIL allocates the images made inside in one block of memory, which it can share
-  without a copy (`Image.__arrow_c_array__`); by default a large image is a chain of
-  16 MB blocks, which it cannot."""
-  before = Image.core.get_use_block_allocator()
-  Image.core.set_use_block_allocator(1)
-  try:
-    yield
-  finally:
-    Image.core.set_use_block_allocator(before)
-
-
 @music.first_call_serialised  # numba's cache, written by the first process alone
 def resize_bilinear(rgb: Image.Image, size: int) -> np.ndarray:
   """`np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))`, the same bytes.
@@ -84,12 +75,15 @@ def resize_bilinear(rgb: Image.Image, size: int) -> np.ndarray:
   lanes, reading PIL's pixels in place: 9.2 ms (bench/build.py's photos), and the
   same bytes. Nothing less will do: random-init Inception features move by ~3e-3
   (relative) when a tenth of the pixels are off by one.
-  `rgb` must be an RGB image allocated in one block (`_single_block_images`).
   """
   width, height = rgb.size
-  rgbx_HxW = pa.array(rgb).flatten().to_numpy(zero_copy_only=True).view(np.uint32)
+  try:  # PIL's pixels in place (R, G, B, pad byte), if it allocated them in one block
+    rgbx_B = pa.array(rgb).flatten().to_numpy(zero_copy_only=True)
+  except ValueError:  # a chain of blocks: a copy
+    rgbx_B = np.asarray(rgb.convert("RGBX"))
   rows_HxSx4 = np.empty((height, size, 4), np.uint8)
-  _resample_rows(rgbx_HxW.reshape(height, width), *_bilinear_weights(width, size), rows_HxSx4)
+  _resample_rows(rgbx_B.view(np.uint32).reshape(height, width),
+                 *_bilinear_weights(width, size), rows_HxSx4)
   out_SxSx3 = np.empty((size, size, 3), np.uint8)
   _resample_columns(rows_HxSx4, *_bilinear_weights(height, size), out_SxSx3)
   return out_SxSx3
