@@ -6,7 +6,7 @@ import warnings
 
 import av
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 import pytest
 import soundfile as sf
 
@@ -72,6 +72,27 @@ def test_resize_equals_pillows_bilinear_byte_for_byte(width, height, size, one_b
     Image.core.set_use_block_allocator(allocator)
   expected = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR))
   np.testing.assert_array_equal(media.resize_bilinear(rgb, size), expected)
+
+
+@pytest.mark.parametrize("kind, options", [
+    ("RGB", dict(quality=90)), ("RGB", dict(quality=95, subsampling=0)),
+    ("RGB", dict(quality=75, subsampling=1)), ("RGB", dict(quality=90, progressive=True)),
+    ("RGB", dict(quality=85, optimize=True)), ("L", dict(quality=90)),
+    ("CMYK", dict(quality=90)), ("RGB", dict(quality=90, exif=_with_orientation(
+        _blocks(96, 64), 6)[1]))])
+def test_jpegs_load_as_pils_decode_and_resize_would(tmp_path, kind, options):
+  # Upright RGB and grey JPEGs decode through libjpeg-turbo directly; CMYK and rotated
+  # ones through PIL. Either way, the bytes of PIL's decode, rotation and resize.
+  rng = np.random.default_rng(0)
+  grain_HxWx1 = rng.normal(0, 6, (777, 1001, 1))
+  scene_HxWx3 = np.asarray(Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+                           .resize((1001, 777), Image.Resampling.BICUBIC), np.float64)
+  photo = Image.fromarray(np.clip(scene_HxWx3 + grain_HxWx1, 0, 255).astype(np.uint8))
+  photo.convert(kind).save(tmp_path / "photo.jpg", **options)
+  with Image.open(tmp_path / "photo.jpg") as img:
+    expected = np.asarray(ImageOps.exif_transpose(img).convert("RGB").resize(
+        (SIZE, SIZE), Image.Resampling.BILINEAR))
+  np.testing.assert_array_equal(_load(tmp_path / "photo.jpg"), expected)
 
 
 def _saved(tmp_path, name: str, img: Image.Image, **kw):
