@@ -30,11 +30,10 @@ Demo on generated data (no download; the first run builds `imac/synthetic_media`
   32x32, 32 mel bands instead of 128 (the STFT stays the paper's), conv blocks of
   8/16/32/64 channels instead of 64/128/256/512, one seed, one input worker. ~0.3 s
   per step, early stopping after ~200 steps.
-  Measured streamed, on 2 cores shared with a load average of ~20 (so not a timing
-  to expect): 22.7 minutes after the build (~12 of them compiling), early-stopped at
-  step 210; test_accuracy 0.888 (AUC 0.919) against an oracle_accuracy of 0.912, both
-  in results.json (one seed; +-3 points of noise). Unloaded, before streaming: 3.5
-  minutes including the build. On this CPU demo a streamed step takes ~1.6x the time
+  Measured streamed on 2 idle cores, from a fresh clone and TFDS data dir (imac
+  2.1.0): 2 min 49 s including the build, early-stopped at step 180; test_accuracy
+  0.814 (AUC 0.818) against an oracle_accuracy of 0.814, both in results.json (one
+  seed; +-3 points of noise). On this CPU demo a streamed step takes ~1.6x the time
   of an in-memory one (bench/media.py: 0.61-0.63x the steps/s on 2 idle cores). Per
   step of 64 pairs: ~400 ms of CPU for the towers and the update; ~150 ms for the
   log-spectrograms, which the in-memory path makes once per item (XLA:CPU's FFT of
