@@ -141,6 +141,19 @@ def _bilinear_weights(size_in, size_out):  # pragma: no cover  (compiled)
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
+def _weighted_sum(rows_RxB, bounds_2, weights_K, sums_B):  # pragma: no cover  (compiled)
+  """PIL's integer sum for one output pixel, over every byte of a row at once:
+  sums_B = half a unit + sum over k < count of rows_RxB[first + k] * weights_K[k]."""
+  first, count = bounds_2[0], bounds_2[1]
+  for b in range(sums_B.shape[0]):
+    sums_B[b] = 1 << (_PRECISION_BITS - 1)
+  for k in range(count):
+    weight, row_B = weights_K[k], rows_RxB[first + k]
+    for b in range(sums_B.shape[0]):
+      sums_B[b] += np.int32(row_B[b]) * weight
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
 def _resample_rows(rgbx_HxW, bounds_Sx2, weights_SxK, out_HxSx4):  # pragma: no cover
   """Each row's width resampled, PIL's ImagingResampleHorizontal_8bpc on 16 rows at a
   time: the band is transposed (pixels as 32-bit words) so that one input column's 16
@@ -159,13 +172,7 @@ def _resample_rows(rgbx_HxW, bounds_Sx2, weights_SxK, out_HxSx4):  # pragma: no 
       for x in range(width - width % _LANES, width):
         band_WxL[x, lane] = rgbx_HxW[y, x]
     for s in range(bounds_Sx2.shape[0]):
-      first, count = bounds_Sx2[s, 0], bounds_Sx2[s, 1]
-      for b in range(_LANES * 4):
-        sums_B[b] = 1 << (_PRECISION_BITS - 1)
-      for k in range(count):
-        weight, column_B = weights_SxK[s, k], band_WxB[first + k]
-        for b in range(_LANES * 4):
-          sums_B[b] += np.int32(column_B[b]) * weight
+      _weighted_sum(band_WxB, bounds_Sx2[s], weights_SxK[s], sums_B)
       for lane in range(rows):
         for c in range(4):
           out_HxSx4[y0 + lane, s, c] = min(max(sums_B[lane * 4 + c] >> _PRECISION_BITS, 0), 255)
@@ -179,13 +186,7 @@ def _resample_columns(rows_HxSx4, bounds_Tx2, weights_TxK, out_TxSx3):  # pragma
   rows_HxB = rows_HxSx4.reshape(height, width * 4)
   sums_B = np.empty(width * 4, np.int32)
   for t in range(bounds_Tx2.shape[0]):
-    first, count = bounds_Tx2[t, 0], bounds_Tx2[t, 1]
-    for b in range(width * 4):
-      sums_B[b] = 1 << (_PRECISION_BITS - 1)
-    for k in range(count):
-      weight, row_B = weights_TxK[t, k], rows_HxB[first + k]
-      for b in range(width * 4):
-        sums_B[b] += np.int32(row_B[b]) * weight
+    _weighted_sum(rows_HxB, bounds_Tx2[t], weights_TxK[t], sums_B)
     for s in range(width):
       for c in range(3):
         out_TxSx3[t, s, c] = min(max(sums_B[s * 4 + c] >> _PRECISION_BITS, 0), 255)
