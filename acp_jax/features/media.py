@@ -1,7 +1,8 @@
 """Decoding of raw IMAC media into model inputs, failing with a countable reason.
 
-`load_image` and `describe_song` return `(value, None)` or `(None, reason)` instead of raising, so one
-bad file never aborts a build and worker processes never need to pickle exceptions.
+`load_image` and `describe_song` return `(value, None)` or `(None, reason)` instead of
+raising, so one bad file never aborts a build and worker processes never need to pickle
+exceptions.
 """
 
 import io
