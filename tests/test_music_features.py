@@ -3,6 +3,8 @@
 import dataclasses
 import pathlib
 import pickle
+import subprocess
+import sys
 
 import librosa
 import numpy as np
@@ -11,6 +13,7 @@ import scipy.ndimage
 import soundfile as sf
 
 from acp_jax.features import music
+from acp_jax.features import numba_cache
 
 SR = 22050
 # The synthetic corpus's setting: short enough that the literal recipe runs in a test.
@@ -114,7 +117,7 @@ def test_harmonic_part_equals_librosa():
   stft_FxN = librosa.stft(y_T)
   np.testing.assert_array_equal(
       music._harmonic(stft_FxN, np.abs(stft_FxN), len(y_T), SHORT),
-      music.first_call_serialised(librosa.effects.harmonic)(y_T))
+      numba_cache.first_call_serialised(librosa.effects.harmonic)(y_T))
 
 
 def recorded_like(kind: str, seconds: float, seed: int) -> np.ndarray:
@@ -193,7 +196,7 @@ def test_tuning_estimate_equals_librosa(kind):
   for mag_FxN in [np.abs(librosa.stft(y_T)), np.abs(librosa.stft(y_T, n_fft=1024))]:
     for bins_per_octave in [12, 36]:
       # librosa's piptrack compiles a numba kernel: serialised as the module's own calls are.
-      assert music._estimate_tuning(mag_FxN, SR, bins_per_octave) == music.first_call_serialised(
+      assert music._estimate_tuning(mag_FxN, SR, bins_per_octave) == numba_cache.first_call_serialised(
           librosa.estimate_tuning)(S=mag_FxN, sr=SR, bins_per_octave=bins_per_octave)
 
 
@@ -242,6 +245,29 @@ def test_song_descriptors_of_a_stereo_44k_file(tmp_path):
   assert np.isfinite(desc_Sx193).all()
   segments_SxN = music.segment(music.load_audio(path, SR), SHORT)
   np.testing.assert_array_equal(desc_Sx193[1], music.descriptor(segments_SxN[1], SHORT))
+
+
+# What records, in a fresh interpreter, whether librosa.core was imported under the lock.
+_IMPORT_PROBE = """
+import sys
+held = []
+def hook(event, args):
+  if event == "import" and args[0] == "librosa.core":
+    held.append(sys.modules["acp_jax.features.numba_cache"]._lock_held)
+sys.addaudithook(hook)
+import {module}
+print(held)
+"""
+
+
+@pytest.mark.parametrize("module", ["acp_jax.features.music", "acp_jax.features.spectrogram"])
+def test_librosa_compiles_its_gufuncs_under_the_numba_lock(module):
+  """Importing librosa.core compiles numba gufuncs into the shared cache. Done by two
+  processes at once on a fresh install, that wrote a cache on which every later process
+  segfaulted in `librosa.util.localmax` (numba #10128), until it was serialised."""
+  out = subprocess.run([sys.executable, "-c", _IMPORT_PROBE.format(module=module)],
+                       capture_output=True, text=True, check=True).stdout
+  assert out.split()[-1] == "[True]", out
 
 
 def test_song_descriptors_can_go_to_a_process_pool():

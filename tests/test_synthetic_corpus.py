@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 import soundfile as sf
 
 from acp_jax import labels
-from acp_jax.features import music
+from acp_jax.features import numba_cache
 from tfds_imac import synthetic
 from tfds_imac.imac import corpus
 
@@ -190,7 +190,7 @@ def _triads(intervals: tuple[int, ...]) -> np.ndarray:
 
 
 # Its librosa calls compile numba kernels: serialised with the builder's (a cache race segfaults).
-@music.first_call_serialised
+@numba_cache.first_call_serialised
 def _music_stats(path) -> np.ndarray:
   """Major-vs-minor triad fit of the chroma, onset rate and strength, centroid, loudness."""
   audio_N, sr = librosa.load(path, sr=22050, mono=True, duration=EXCERPT_SECONDS)

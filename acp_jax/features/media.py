@@ -15,6 +15,7 @@ import pyarrow as pa
 import simplejpeg
 
 from acp_jax.features import music
+from acp_jax.features import numba_cache
 
 
 def load_image(path, size: int, min_side: int) -> tuple[np.ndarray | None, str | None]:
@@ -99,7 +100,7 @@ def _rgbx(rgb: Image.Image) -> np.ndarray:
   return rgbx_B.view(np.uint32).reshape(rgb.size[1], rgb.size[0])
 
 
-@music.first_call_serialised  # numba's cache, written by the first process alone
+@numba_cache.first_call_serialised  # numba's cache, written by the first process alone
 def _resize_rgbx(rgbx_HxW: np.ndarray, size: int) -> np.ndarray:
   """size x size x 3 uint8: `resize_bilinear` of pixels as `_rgbx` gives them."""
   height, width = rgbx_HxW.shape

@@ -14,13 +14,10 @@ Two implementations of that contract:
 `song_descriptors` is the file-to-matrix entry point for the dataset builder.
 """
 
-import contextlib
 import dataclasses
-import fcntl
 import functools
 import itertools
 import os
-import tempfile
 
 import av
 import librosa
@@ -31,6 +28,8 @@ import scipy.signal
 import soundfile as sf
 import soxr
 import threadpoolctl
+
+from acp_jax.features import numba_cache
 
 _GROUP_SIZES = {"mfcc": 40, "chroma": 12, "contrast": 7, "tonnetz": 6, "mel": 128}
 DESCRIPTOR_DIM = sum(_GROUP_SIZES.values())
@@ -51,49 +50,6 @@ _PIPTRACK_HZ = (150.0, 4000.0)
 _PIPTRACK_THRESHOLD = 0.1
 _PIPTRACK_N_FFT = 2048
 _TUNING_RESOLUTION = 0.01
-
-_NUMBA_LOCK_PATH = os.path.join(tempfile.gettempdir(), "acp_jax-librosa-numba.lock")
-
-
-def first_call_serialised(fn):
-  """Runs each process's first call of `fn` under a machine-wide file lock.
-
-  librosa compiles numba kernels on first use and caches them on disk (so does this
-  module). Two processes compiling the same function at once can write a cache that
-  segfaults every later process (numba issue #10128), which is what a fresh install
-  hit with a builder's worker pool or parallel tests. Under the lock the first process
-  compiles and the others load its cache; later calls take no lock. A first call made
-  inside another one's lock runs under it (within a process numba compiles one
-  function at a time).
-  """
-  warm = False
-
-  @functools.wraps(fn)
-  def wrapper(*args, **kwargs):
-    nonlocal warm
-    if warm or _numba_lock_held:
-      return fn(*args, **kwargs)
-    with _numba_lock():
-      out = fn(*args, **kwargs)
-    warm = True
-    return out
-  return wrapper
-
-
-_numba_lock_held = False
-
-
-@contextlib.contextmanager
-def _numba_lock():
-  global _numba_lock_held
-  with open(_NUMBA_LOCK_PATH, "a") as lock_file:  # closing it releases the lock
-    fcntl.flock(lock_file, fcntl.LOCK_EX)
-    _numba_lock_held = True
-    try:
-      yield
-    finally:
-      _numba_lock_held = False
-
 
 @dataclasses.dataclass(frozen=True)
 class DescriptorConfig:
@@ -235,7 +191,7 @@ def segment(y_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
   return y_T[:count * n].reshape(count, n)
 
 
-@first_call_serialised
+@numba_cache.first_call_serialised
 def reference_descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
   """The literal librosa recipe on each window, averaged over windows: (193,) float32."""
   _check_length(segment_T, cfg)
@@ -258,7 +214,7 @@ def reference_descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.nda
 # BLAS threads spin against each other: 2.6x the CPU time on 2 cores), and the values
 # then do not depend on the machine's core count.
 @threadpoolctl.threadpool_limits.wrap(limits=1)
-@first_call_serialised
+@numba_cache.first_call_serialised
 def descriptor(segment_T: np.ndarray, cfg: DescriptorConfig) -> np.ndarray:
   """`reference_descriptor`'s (193,) float32 vector, without the recipe's repeated work.
 
@@ -358,7 +314,7 @@ def _fast_tonnetz(y_T: np.ndarray, cfg: DescriptorConfig):
 _WINDOW_TONNETZ = {"exact": _exact_tonnetz, "fast": _fast_tonnetz}
 
 
-@first_call_serialised
+@numba_cache.first_call_serialised
 def _harmonic(stft_FxN: np.ndarray, mag_FxN: np.ndarray, length: int,
               cfg: DescriptorConfig) -> np.ndarray:
   """librosa.effects.harmonic of the signal whose STFT is `stft_FxN`, same values."""
@@ -409,7 +365,7 @@ def _istft_envelope(n_fft: int, hop: int, n_frames: int, length: int):
   return nonzero_T, envelope_T[nonzero_T]
 
 
-@first_call_serialised
+@numba_cache.first_call_serialised
 def _median_rows(x_RxN: np.ndarray) -> np.ndarray:
   """scipy.ndimage.median_filter(x_RxN, size=(1, 31), mode='reflect'), same values."""
   out_RxN = np.empty(x_RxN.shape, np.float32)

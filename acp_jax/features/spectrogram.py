@@ -22,6 +22,9 @@ import jax.numpy as jnp
 import librosa
 import numpy as np
 
+# Imports librosa.core, which compiles numba gufuncs, under a machine-wide lock.
+from acp_jax.features import numba_cache  # pylint: disable=unused-import
+
 
 @dataclasses.dataclass(frozen=True)
 class SpectrogramConfig:
