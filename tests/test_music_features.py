@@ -229,6 +229,19 @@ def test_stereo_and_other_rates_are_averaged_and_resampled(tmp_path, rate, suffi
   assert np.sqrt(2) * y_T[SR // 2:-SR // 2].std() == pytest.approx(0.375, rel=0.02)
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_decoded_channels_average_as_numpys_mean(tmp_path, channels):
+  """The block-by-block mix-down gives `mean(axis=1)` of the whole file, bit for bit,
+  across block boundaries (the file is 2.5 blocks long)."""
+  frames = music._BLOCK_FRAMES * 5 // 2
+  x_TxC = np.random.default_rng(channels).uniform(-1, 1, (frames, channels)).astype(np.float32)
+  path = str(tmp_path / "many.wav")
+  sf.write(path, x_TxC, SR, subtype="FLOAT")
+  y_T, rate = music._decode(path)
+  assert rate == SR
+  np.testing.assert_array_equal(y_T, sf.read(path, dtype="float32", always_2d=True)[0].mean(axis=1))
+
+
 def test_opposite_channels_average_to_silence(tmp_path):
   y_T = synthetic_music(7.0, seed=2)
   path = write(tmp_path / "phase.wav", np.stack([y_T, -y_T], axis=1), SR)

@@ -149,7 +149,7 @@ def _decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         read_BxC = f.read(out=block_BxC[:f.frames - n])
         if not len(read_BxC):
           break
-        y_T[n:n + len(read_BxC)] = read_BxC.mean(axis=1)
+        _mean_channels(read_BxC, y_T[n:n + len(read_BxC)])
         n += len(read_BxC)
     except sf.SoundFileError as e:
       raise AudioError("truncated", f"{path} stops decoding part-way ({e}): it is cut "
@@ -160,6 +160,17 @@ def _decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     raise AudioError("truncated", f"{path} declares {f.frames} frames but decodes "
                      f"{n}: it is cut off; download it again.")
   return y_T, f.samplerate
+
+
+def _mean_channels(x_BxC: np.ndarray, out_B: np.ndarray) -> None:
+  """out_B = x_BxC.mean(axis=1), the same values: the channels added in order, then
+  divided. numpy reduces a short inner axis frame by frame, which cost more than
+  decoding the MP3 (0.66 against 0.62 ms per second of 44.1 kHz stereo); this is ~30x
+  faster."""
+  np.copyto(out_B, x_BxC[:, 0])
+  for c in range(1, x_BxC.shape[1]):
+    out_B += x_BxC[:, c]
+  out_B /= x_BxC.shape[1]
 
 
 def _decode_av(path: str | os.PathLike) -> tuple[np.ndarray, int]:
