@@ -196,8 +196,9 @@ def test_tuning_estimate_equals_librosa(kind):
   for mag_FxN in [np.abs(librosa.stft(y_T)), np.abs(librosa.stft(y_T, n_fft=1024))]:
     for bins_per_octave in [12, 36]:
       # librosa's piptrack compiles a numba kernel: serialised as the module's own calls are.
-      assert music._estimate_tuning(mag_FxN, SR, bins_per_octave) == numba_cache.first_call_serialised(
-          librosa.estimate_tuning)(S=mag_FxN, sr=SR, bins_per_octave=bins_per_octave)
+      expected = numba_cache.first_call_serialised(librosa.estimate_tuning)(
+          S=mag_FxN, sr=SR, bins_per_octave=bins_per_octave)
+      assert music._estimate_tuning(mag_FxN, SR, bins_per_octave) == expected
 
 
 @SHORT_CQT

@@ -84,8 +84,9 @@ def resize_bilinear(rgb: Image.Image, size: int) -> np.ndarray:
   PIL's resize (Resample.c) runs a scalar loop per output pixel: 15.8 ms for
   bench/build.py's 5 MP photos. This runs its arithmetic (the same fixed-point weights,
   integer sums and rounding, rows then columns) on 16 rows at once in SIMD lanes,
-  reading PIL's pixels in place: 8.2 ms in the same run, and the same bytes. Nothing less will do: random-init Inception features move by ~3e-3
-  (relative) when a tenth of the pixels are off by one.
+  reading PIL's pixels in place: 8.2 ms in the same run, and the same bytes. Nothing
+  less will do: random-init Inception features move by ~3e-3 (relative) when a tenth
+  of the pixels are off by one.
   """
   return _resize_rgbx(_rgbx(rgb), size)
 

@@ -103,7 +103,8 @@ def synthetic_corpus_dir(download_dir: epath.PathLike,
   `synthetic_media` share one corpus and configs of other sizes never overwrite it.
   """
   key = hashlib.sha256(json.dumps(dataclasses.asdict(corpus_cfg), sort_keys=True).encode())
-  return epath.Path(download_dir) / f"imac_synthetic_corpus_{Builder.VERSION}_{key.hexdigest()[:12]}"
+  name = f"imac_synthetic_corpus_{Builder.VERSION}_{key.hexdigest()[:12]}"
+  return epath.Path(download_dir) / name
 
 
 def _write_corpus_once(root: epath.Path, corpus_cfg: synthetic_corpus.CorpusConfig) -> None:
@@ -289,7 +290,8 @@ def _pair_item_features(dim: int) -> dict:
       "id": tfds.features.Text(),
       "features": tfds.features.Tensor(shape=(dim,), dtype=np.float32),
       "label": tfds.features.ClassLabel(names=labels.CLASSES),
-      "cue": tfds.features.Scalar(dtype=np.int32, doc="hidden cue class (synthetic), -1 if unknown"),
+      "cue": tfds.features.Scalar(dtype=np.int32,
+                                  doc="hidden cue class (synthetic), -1 if unknown"),
   }
 
 
@@ -314,8 +316,10 @@ def media_item_features(image_size: int) -> tfds.features.FeaturesDict:
   return tfds.features.FeaturesDict({
       "id": tfds.features.Text(),
       "label": tfds.features.ClassLabel(names=labels.CLASSES),
-      "cue": tfds.features.Scalar(dtype=np.int32, doc="hidden cue class (synthetic), -1 if unknown"),
-      "emotion": tfds.features.Scalar(dtype=np.int32, doc="index into the 8 emotions, -1 for music"),
+      "cue": tfds.features.Scalar(dtype=np.int32,
+                                  doc="hidden cue class (synthetic), -1 if unknown"),
+      "emotion": tfds.features.Scalar(dtype=np.int32,
+                                      doc="index into the 8 emotions, -1 for music"),
       "song_id": tfds.features.Text(doc="empty for images"),
       "features": tfds.features.Tensor(shape=(None,), dtype=np.float32,
                                        doc="Inception 2048 (images), descriptor 193 (music)"),
