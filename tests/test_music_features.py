@@ -1,6 +1,7 @@
 """The 193-d music descriptor: segmentation, equality with the librosa recipe, loading."""
 
 import dataclasses
+import os
 import pathlib
 import pickle
 import subprocess
@@ -261,27 +262,37 @@ def test_song_descriptors_of_a_stereo_44k_file(tmp_path):
   np.testing.assert_array_equal(desc_Sx193[1], music.descriptor(segments_SxN[1], SHORT))
 
 
-# What records, in a fresh interpreter, whether librosa.core was imported under the lock.
-_IMPORT_PROBE = """
-import sys
+# Records, in a fresh interpreter with an empty numba cache, whether the lock was held
+# at each write to the cache, through importing `module` and a first use of librosa.
+_CACHE_WRITE_PROBE = """
+import os, sys
 held = []
 def hook(event, args):
-  if event == "import" and args[0] == "librosa.core":
+  # numba's index (.nbi) and code (.nbc) files, written as `<name>.tmp.<uid>` first
+  if (event == "open" and str(args[0]).startswith(os.environ["NUMBA_CACHE_DIR"])
+      and ".nb" in os.path.basename(str(args[0])) and "w" in (args[1] or "")):
     held.append(sys.modules["acp_jax.features.numba_cache"]._lock_held)
 sys.addaudithook(hook)
 import {module}
-print(held)
+import librosa
+import numpy as np
+librosa.util.localmax(np.zeros(4))
+librosa.zero_crossings(np.zeros(4))
+print(len(held), all(held))
 """
 
 
 @pytest.mark.parametrize("module", ["acp_jax.features.music", "acp_jax.features.spectrogram"])
-def test_librosa_compiles_its_gufuncs_under_the_numba_lock(module):
-  """Importing librosa.core compiles numba gufuncs into the shared cache. Done by two
-  processes at once on a fresh install, that wrote a cache on which every later process
-  segfaulted in `librosa.util.localmax` (numba #10128), until it was serialised."""
-  out = subprocess.run([sys.executable, "-c", _IMPORT_PROBE.format(module=module)],
-                       capture_output=True, text=True, check=True).stdout
-  assert out.split()[-1] == "[True]", out
+def test_librosa_compiles_its_gufuncs_under_the_numba_lock(tmp_path, module):
+  """librosa compiles numba gufuncs into the shared cache as its modules load, at their
+  first use. Done by two processes at once on a fresh install (xdist workers, Beam's
+  workers), that wrote a cache on which every later process segfaulted in
+  `librosa.util.localmax` or `peak_pick` (numba #10128), until it was serialised."""
+  env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+  out = subprocess.run([sys.executable, "-c", _CACHE_WRITE_PROBE.format(module=module)],
+                       capture_output=True, text=True, check=True, env=env).stdout
+  writes, all_held = out.split()[-2:]
+  assert int(writes) > 0 and all_held == "True", out
 
 
 def test_song_descriptors_can_go_to_a_process_pool():

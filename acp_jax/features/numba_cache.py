@@ -1,12 +1,14 @@
 """numba's on-disk cache, written by one process at a time.
 
 librosa compiles numba kernels and caches them on disk: its gufuncs (`util.localmax`,
-`util.peak_pick`, piptrack's interpolation, ...) as `librosa.core` is imported, its
-other kernels on first use; so do this package's kernels. Two processes compiling the
+`util.peak_pick`, piptrack's interpolation, `zero_crossings`'s) as the modules that
+declare them are imported, which librosa's lazy loader does at their first use; its
+other kernels on first call; so do this package's kernels. Two processes compiling the
 same gufunc at once can write a cache that segfaults every later process that calls it
-(numba issue #10128): on a fresh install, a builder's worker pool or parallel tests did.
+(numba issue #10128): on a fresh install, a builder's worker pool, Beam's workers and
+parallel tests did.
 
-Importing this module imports `librosa.core` under a machine-wide file lock, and
+Importing this module imports those librosa modules under a machine-wide file lock, and
 `first_call_serialised` runs a function's first call in each process under the same
 lock: the first process compiles, the others load its cache. Import it before anything
 touches librosa.
@@ -54,5 +56,10 @@ def first_call_serialised(fn):
   return wrapper
 
 
+# The librosa modules that compile gufuncs as they are imported (librosa.beat, unused
+# here, is the other one).
 with _lock():
-  import librosa.core  # pylint: disable=g-import-not-at-top,unused-import  # compiles gufuncs
+  # pylint: disable=g-import-not-at-top,unused-import
+  import librosa.core.audio
+  import librosa.core.pitch
+  import librosa.util.utils

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import librosa
 import numpy as np
 
-# Imports librosa.core, which compiles numba gufuncs, under a machine-wide lock.
+# Imports the librosa modules that compile numba gufuncs, under a machine-wide lock.
 from acp_jax.features import numba_cache  # pylint: disable=unused-import
 
 
