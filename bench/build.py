@@ -36,7 +36,8 @@ import soundfile as sf
 from acp_jax import labels
 from acp_jax.features import inception
 from acp_jax.features import media
-from tfds_imac.imac import imac_dataset_builder as imac
+from tfds_imac.imac import config
+from tfds_imac.imac import extract
 from tfds_imac.imac import splits
 
 # The full IMAC (Verma et al.): images and seconds of audio (3,812 songs).
@@ -183,14 +184,14 @@ def stage_costs(manual_dir: epath.Path) -> dict:
   start = time.process_time()
   pixels = [media.load_image(p, 224, 32)[0] for p in paths]
   decode = (time.process_time() - start) / len(paths)
-  embedder = imac.make_embedder(None, seed=0, batch_size=64)
+  embedder = extract.make_embedder(None, seed=0, batch_size=64)
   batch_Bx224x224x3 = np.stack((pixels * embedder.batch_size)[:embedder.batch_size])
   embedder(batch_Bx224x224x3)  # compile
   start = time.process_time()
   embedder(batch_Bx224x224x3)
   embed = (time.process_time() - start) / embedder.batch_size
   songs = sorted((manual_dir / "music").iterdir())
-  cfg = imac.ImacConfig(name="features").descriptor
+  cfg = config.ImacConfig(name="features").descriptor
   media.describe_song(songs[0], cfg)  # warm: numba and librosa's first calls
   start = time.process_time()
   for song in songs:

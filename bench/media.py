@@ -37,7 +37,7 @@ from acp_jax import models
 from acp_jax import stream
 from acp_jax import train
 from configs import l3net
-from tfds_imac.imac import imac_dataset_builder as imac
+from tfds_imac.imac import examples
 
 SEGMENT_SECONDS = 6.0
 SAMPLE_RATE = 22050
@@ -55,7 +55,7 @@ class AcpBenchMedia(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   BUILDER_CONFIGS = []  # made per size by `build`
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return self.dataset_info_from_configs(features=imac.media_item_features(224),
+    return self.dataset_info_from_configs(features=examples.media_item_features(224),
                                           disable_shuffling=True)
 
   def _split_generators(self, dl_manager):

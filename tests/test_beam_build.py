@@ -12,7 +12,10 @@ import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from tfds_imac import synthetic
+from tfds_imac.imac import config
 from tfds_imac.imac import imac_dataset_builder as imac
+from tfds_imac.imac import plan
+from tfds_imac.imac import weights
 
 # Each Beam worker compiles Inception-V3 again; a persistent cache, which the workers
 # find through the environment, makes that a load (the same cache as tests/fakes.py).
@@ -38,7 +41,7 @@ def _manual_dir(tmp_path):
 
 
 def _build(data_dir, manual_dir, **download_kw):
-  cfg = imac.ImacConfig(name="tiny", segment_seconds=2.0, window_seconds=1.0, hop_seconds=0.5)
+  cfg = config.ImacConfig(name="tiny", segment_seconds=2.0, window_seconds=1.0, hop_seconds=0.5)
   builder = imac.Builder(config=cfg, data_dir=str(data_dir))
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=str(manual_dir), **download_kw))
@@ -53,13 +56,13 @@ def _saved(builder):
   """What a build left on disk: its metadata and its skip report."""
   data_dir = epath.Path(builder.data_dir)
   return (tfds.builder_from_directory(data_dir).info.metadata,
-          (data_dir / imac.SKIP_REPORT_FILE).read_text())
+          (data_dir / plan.SKIP_REPORT_FILE).read_text())
 
 
 def test_beam_build_equals_in_process_build(tmp_path, monkeypatch):
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
   monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-  monkeypatch.setenv(imac.RANDOM_INCEPTION_ENV, "1")
+  monkeypatch.setenv(weights.RANDOM_INCEPTION_ENV, "1")
   manual = _manual_dir(tmp_path)
   local = _build(tmp_path / "local", manual)
   beam = _build(tmp_path / "beam", manual, beam_options=PipelineOptions(flags=[

@@ -27,6 +27,7 @@ from acp_jax import train
 from configs import probe as probe_config
 from configs import retrieve as retrieve_config
 from tfds_imac import synthetic
+from tfds_imac.imac import config as imac_config
 from tfds_imac.imac import imac_dataset_builder as imac
 
 
@@ -35,7 +36,7 @@ class TinyImac(imac.Builder):
   name = "imac_end_to_end_test"
   pkg_dir_path = epath.Path(imac.__file__).parent  # the real builder's README and citations
   DEFAULT_BUILDER_CONFIG_NAME = "synthetic"
-  BUILDER_CONFIGS = [imac.ImacConfig(
+  BUILDER_CONFIGS = [imac_config.ImacConfig(
       name="synthetic", segment_seconds=2.0, window_seconds=1.0, hop_seconds=0.5, image_size=75,
       synthetic=synthetic.CorpusConfig(num_images=150, num_songs=96, song_seconds=4.5,
                                         label_noise=0.0, seed=5))]

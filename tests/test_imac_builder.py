@@ -14,12 +14,17 @@ import tensorflow_datasets as tfds
 from acp_jax import data
 from acp_jax.features import media
 from tfds_imac import synthetic
+from tfds_imac.imac import config
+from tfds_imac.imac import corpus
 from tfds_imac.imac import imac_dataset_builder as imac
+from tfds_imac.imac import plan
+from tfds_imac.imac import splits as imac_splits
+from tfds_imac.imac import weights
 
 
 def _config(**kw):
-  return imac.ImacConfig(name="tiny", segment_seconds=2.0, window_seconds=1.0, hop_seconds=0.5,
-                         **kw)
+  return config.ImacConfig(name="tiny", segment_seconds=2.0, window_seconds=1.0, hop_seconds=0.5,
+                           **kw)
 
 
 def _build(tmp_path, manual_dir, cfg):
@@ -80,7 +85,7 @@ def test_build_of_a_reduced_corpus_with_bad_items(tmp_path, monkeypatch):
     path, = (root / "music").glob(f"{song}.*")
     path.unlink()
   _add_bad_items(root)
-  monkeypatch.setenv(imac.RANDOM_INCEPTION_ENV, "1")
+  monkeypatch.setenv(weights.RANDOM_INCEPTION_ENV, "1")
   builder = _build(tmp_path, root, _config())
   _check_bad_input_is_counted_and_never_aborts(builder)
   _check_removed_items_change_only_their_pairs(
@@ -134,19 +139,19 @@ def _check_bad_input_is_counted_and_never_aborts(builder):
 
 
 def _check_removed_items_change_only_their_pairs(builder, full, removed):
-  log = imac.corpus.SkipLog()
-  gone_images = [im for im in imac.corpus.scan_images(full, {}, log) if im.id in removed]
-  gone_segments = [seg for song in imac.corpus.scan_songs(full, {}, log)
-                   if song.id in _GONE_SONGS for seg in imac.song_segments(song, 2)]
+  log = corpus.SkipLog()
+  gone_images = [im for im in corpus.scan_images(full, {}, log) if im.id in removed]
+  gone_segments = [seg for song in corpus.scan_songs(full, {}, log)
+                   if song.id in _GONE_SONGS for seg in corpus.song_segments(song, 2)]
   lost = 0
   for name, split in _splits(builder).items():
     # The built corpus plus the removed items, paired by the shared rule.
-    back_images = [im for im in gone_images if imac.splits.assign_split(f"image:{im.id}") == name]
+    back_images = [im for im in gone_images if imac_splits.assign_split(f"image:{im.id}") == name]
     back_segments = [seg for seg in gone_segments
-                     if imac.splits.assign_split(f"music:{seg.song.id}") == name]
+                     if imac_splits.assign_split(f"music:{seg.song.id}") == name]
     image_ids = list(split.images.ids) + [im.id for im in back_images]
     music_ids = list(split.music.ids) + [seg.id for seg in back_segments]
-    image_P, music_P, label_P, _ = imac.splits.make_pairs(
+    image_P, music_P, label_P, _ = imac_splits.make_pairs(
         image_ids, np.r_[split.images.labels_N, [im.label for im in back_images]],
         music_ids, np.r_[split.music.labels_N, [seg.song.label for seg in back_segments]])
     full_pairs = {(image_ids[i], music_ids[j], int(l))
@@ -157,7 +162,7 @@ def _check_removed_items_change_only_their_pairs(builder, full, removed):
     lost += len(full_pairs) - len(surviving)
     assert surviving <= built, name
     # The built pairs are the shared rule applied to the built items.
-    image_P, music_P, label_P, _ = imac.splits.make_pairs(
+    image_P, music_P, label_P, _ = imac_splits.make_pairs(
         split.images.ids, split.images.labels_N, split.music.ids, split.music.labels_N)
     assert _pairs(dataclasses.replace(split, pairs=data.Pairs(image_P, music_P, label_P))) == built
   assert lost >= len(removed)  # the removal did take pairs away
@@ -170,9 +175,9 @@ def _check_metadata_fingerprints_weights_and_skip_report(builder):
   for name, split in _splits(builder).items():
     ids_P = ([split.images.ids[i] for i in split.pairs.image_P],
              [split.music.ids[j] for j in split.pairs.music_P])
-    assert meta["pair_fingerprint"][name] == imac.splits.pair_fingerprint(*ids_P,
+    assert meta["pair_fingerprint"][name] == imac_splits.pair_fingerprint(*ids_P,
                                                                          split.pairs.labels_P)
-  report = (epath.Path(builder.data_dir) / imac.SKIP_REPORT_FILE).read_text()
+  report = (epath.Path(builder.data_dir) / plan.SKIP_REPORT_FILE).read_text()
   lines = [line.split("\t") for line in report.splitlines() if not line.startswith("#")]
   assert len(lines) == len(meta["skipped_items"])
   assert ["images/awe/truncated.jpg", "unreadable image"] in lines
@@ -183,11 +188,11 @@ def _check_metadata_fingerprints_weights_and_skip_report(builder):
 def test_real_config_refuses_to_build_without_weights(tmp_path, monkeypatch):
   root = tmp_path / "manual"
   synthetic.write_corpus(root, synthetic.CorpusConfig(num_images=6, num_songs=6, song_seconds=2.5))
-  monkeypatch.delenv(imac.RANDOM_INCEPTION_ENV, raising=False)
+  monkeypatch.delenv(weights.RANDOM_INCEPTION_ENV, raising=False)
   with pytest.raises(FileNotFoundError) as error:
     _build(tmp_path, root, _config())
-  for needed in (imac.WEIGHTS_FILE, str(root), "storage.googleapis.com",
-                 f"{imac.RANDOM_INCEPTION_ENV}=1"):
+  for needed in (weights.WEIGHTS_FILE, str(root), "storage.googleapis.com",
+                 f"{weights.RANDOM_INCEPTION_ENV}=1"):
     assert needed in str(error.value)
 
 
@@ -195,7 +200,7 @@ def test_synthetic_media_is_item_level_and_ignores_manual_weights(tmp_path):
   manual = tmp_path / "manual"
   manual.mkdir()
   # A synthetic config never reads the manual dir: a broken weights file there is harmless.
-  (manual / imac.WEIGHTS_FILE).write_bytes(b"not an h5 file")
+  (manual / weights.WEIGHTS_FILE).write_bytes(b"not an h5 file")
   cfg = _config(media=True, synthetic=synthetic.CorpusConfig(num_images=45, num_songs=24,
                                                              song_seconds=4.5, seed=1))
   builder = _build(tmp_path, manual, cfg)
@@ -226,9 +231,9 @@ def test_synthetic_media_is_item_level_and_ignores_manual_weights(tmp_path):
       assert r["song_id"].decode() == r["id"].decode().split("#")[0]
       assert np.abs(r["waveform"]).max() > 0
     # The media config's fixed pairs are make_pairs of its items, as in the features config.
-    image_P, music_P, label_P, _ = imac.splits.make_pairs(
+    image_P, music_P, label_P, _ = imac_splits.make_pairs(
         image_ids, [r["label"] for r in image_rows], music_ids, [r["label"] for r in music_rows])
-    assert meta["pair_fingerprint"][name] == imac.splits.pair_fingerprint(
+    assert meta["pair_fingerprint"][name] == imac_splits.pair_fingerprint(
         [image_ids[i] for i in image_P], [music_ids[j] for j in music_P], label_P)
     path = corpus_dir / "images" / image_ids[0]
     np.testing.assert_array_equal(image_rows[0]["pixels"], media.load_image(path, 224, 32)[0])

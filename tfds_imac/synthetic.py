@@ -1,7 +1,7 @@
 """Generator of a small synthetic IMAC corpus in the real manual-dir layout.
 
-`imac/synthetic` writes one with `write_corpus` and then builds it with the same code
-as the real corpus, so the whole path from raw media to features runs without a
+`imac/synthetic` writes one with `write_corpus_once` and then builds it with the same
+code as the real corpus, so the whole path from raw media to features runs without a
 download. Every item has a hidden cue class that decides how it looks or sounds:
 
   images  hue, brightness, saturation and texture (smooth / banded / jagged)
@@ -25,6 +25,7 @@ import functools
 import io
 import json
 import os
+import tempfile
 
 from etils import epath
 import numpy as np
@@ -109,6 +110,23 @@ def write_corpus(root: epath.PathLike, cfg: CorpusConfig) -> None:
   cue_rows += [("music", row[0], int(cue)) for row, cue in zip(song_rows, song_cues)]
   (root / "music.csv").write_text(_csv(corpus.CSV_COLUMNS, song_rows))
   (root / "cues.csv").write_text(_csv(CUES_COLUMNS, cue_rows))
+
+
+def write_corpus_once(root: epath.Path, cfg: CorpusConfig) -> None:
+  """Writes the corpus at `root` unless it is there; no build ever reads a partial one.
+
+  The corpus is written beside `root` and renamed into place, so builds running at once
+  (two configs, two test workers) cannot delete each other's files half way.
+  """
+  if root.exists():
+    return
+  root.parent.mkdir(parents=True, exist_ok=True)
+  partial = epath.Path(tempfile.mkdtemp(dir=root.parent, prefix=f"{root.name}.partial-"))
+  write_corpus(partial, cfg)
+  try:
+    partial.rename(root)
+  except OSError:  # another build renamed its corpus first: the same bytes, keep that one
+    partial.rmtree()
 
 
 def _write_image(root: epath.Path, cfg: CorpusConfig, i: int, cue: int, label: int) -> str:

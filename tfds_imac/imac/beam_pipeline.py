@@ -1,13 +1,13 @@
 """The IMAC build as an Apache Beam pipeline (TFDS's Beam mode of the `imac` builder).
 
-The launcher only lists the corpus (paths, labels, cues). Workers run the builder's
-per-item functions: decode and embed images, decode and describe songs, one item per
-element. The pairing (`plan_splits`) sees only the kept items' ids, labels and cues,
-gathered in one place; examples are joined from the features by id. The dataset
-metadata (`build_metadata`, with every skip) is a side output, a JSON file under
-`work_dir` that the builder folds into its info once the pipeline has run. Workers
-hold no process-global state and every path goes through epath, so the same pipeline
-runs on the DirectRunner, Dataflow, Flink or Spark.
+The launcher only lists the corpus (paths, labels, cues). Workers run the per-item
+functions of the in-process build (`extract`, `media`): decode and embed images, decode
+and describe songs, one item per element. The pairing (`plan.plan_splits`) sees only
+the kept items' ids, labels and cues, gathered in one place; examples are joined from
+the features by id. The dataset metadata (`plan.build_metadata`, with every skip) is a
+side output, a JSON file under `work_dir` that the builder folds into its info once the
+pipeline has run. Workers hold no process-global state and every path goes through
+epath, so the same pipeline runs on the DirectRunner, Dataflow, Flink or Spark.
 """
 
 import contextlib
@@ -27,8 +27,11 @@ from tqdm import tqdm
 
 from acp_jax.features import media
 from acp_jax.features import music
+from tfds_imac.imac import config
 from tfds_imac.imac import corpus
-from tfds_imac.imac import imac_dataset_builder as imac
+from tfds_imac.imac import examples
+from tfds_imac.imac import extract
+from tfds_imac.imac import plan
 from tfds_imac.imac import splits
 
 _SKIP = "skip"
@@ -87,16 +90,16 @@ class _CountedDoFn(beam.DoFn):
 class _DecodeImage(_CountedDoFn):
   """corpus.Image -> (image, pixels) | skip."""
 
-  def __init__(self, cfg: imac.ImacConfig, progress: _Progress):
+  def __init__(self, cfg: config.ImacConfig, progress: _Progress):
     super().__init__(progress)
     self._cfg = cfg
 
   def process(self, image: corpus.Image):
     with _local_file(image.path) as path:
-      pixels, reason = imac.load_image_item(dataclasses.replace(image, path=path), self._cfg)
+      pixels, reason = media.load_image(path, self._cfg.image_size, self._cfg.min_image_side)
     self._progress.add()
     if reason:
-      yield beam.pvalue.TaggedOutput(_SKIP, ("image", imac.image_file(image), reason))
+      yield beam.pvalue.TaggedOutput(_SKIP, ("image", corpus.image_file(image), reason))
     else:
       yield image, pixels
 
@@ -110,14 +113,14 @@ class _EmbedImages(beam.DoFn):
   def setup(self):
     with contextlib.ExitStack() as stack:
       weights = self._weights and stack.enter_context(_local_file(self._weights))
-      self._embedder = imac.make_embedder(weights, self._seed, self._batch_size)
+      self._embedder = extract.make_embedder(weights, self._seed, self._batch_size)
 
   def process(self, batch: Sequence[tuple[corpus.Image, np.ndarray]]):
-    feat_BxD, reasons = imac.embed_image_batch(self._embedder,
-                                               np.stack([pixels for _, pixels in batch]))
+    feat_BxD, reasons = extract.embed_image_batch(self._embedder,
+                                                  np.stack([pixels for _, pixels in batch]))
     for (image, _), feat, reason in zip(batch, feat_BxD, reasons):
       if reason:
-        yield beam.pvalue.TaggedOutput(_SKIP, ("image", imac.image_file(image), reason))
+        yield beam.pvalue.TaggedOutput(_SKIP, ("image", corpus.image_file(image), reason))
       else:
         yield image, feat
 
@@ -136,7 +139,7 @@ class _DescribeSong(_CountedDoFn):
     if reason:
       yield beam.pvalue.TaggedOutput(_SKIP, ("music", song.path.name, reason))
       return
-    yield from zip(imac.song_segments(song, len(desc_Sx193)), desc_Sx193)
+    yield from zip(corpus.song_segments(song, len(desc_Sx193)), desc_Sx193)
 
 
 def _plan(items: list, skips: list, scan_skips: list, weights_label: str,
@@ -147,14 +150,14 @@ def _plan(items: list, skips: list, scan_skips: list, weights_label: str,
   """
   images = [item for modality, item in items if modality == "image"]
   segments = [item for modality, item in items if modality == "music"]
-  plans = imac.plan_splits(images, segments)
+  plans = plan.plan_splits(images, segments)
   log = corpus.SkipLog()
   log.items = [*scan_skips, *skips]
-  metadata = imac.build_metadata(plans, images, segments, log, weights_label, desc_cfg)
+  metadata = plan.build_metadata(plans, images, segments, log, weights_label, desc_cfg)
   epath.Path(metadata_path).write_text(json.dumps(metadata))
-  for name, plan in plans.items():
-    for i, j, label in zip(plan.image_P, plan.music_P, plan.label_P):
-      yield images[plan.images_N[i]].id, (name, segments[plan.music_M[j]].id, int(label))
+  for name, split in plans.items():
+    for i, j, label in zip(split.image_P, split.music_P, split.label_P):
+      yield images[split.images_N[i]].id, (name, segments[split.music_M[j]].id, int(label))
 
 
 def _attach_image(joined):
@@ -170,7 +173,7 @@ def _attach_segment(joined):
   _, group = joined
   (segment, feat), = group["segment"]
   for name, image, image_feat, label in group["half"]:
-    yield name, imac.pair_example(image, image_feat, segment, feat, label)
+    yield name, examples.pair_example(image, image_feat, segment, feat, label)
 
 
 class Build:
@@ -181,7 +184,7 @@ class Build:
   """
 
   def __init__(self, images: Sequence[corpus.Image], songs: Sequence[corpus.Song],
-               scan_skips: Sequence[tuple[str, str, str]], cfg: imac.ImacConfig,
+               scan_skips: Sequence[tuple[str, str, str]], cfg: config.ImacConfig,
                weights: epath.Path | None, weights_label: str, work_dir: epath.Path):
     self._images, self._songs, self._scan_skips = list(images), list(songs), list(scan_skips)
     self._cfg, self._weights, self._weights_label = cfg, weights, weights_label
@@ -241,11 +244,11 @@ class Build:
              "image": embedded.item | "ImageById" >> beam.Map(lambda x: (x[0].id, x))}
             | "JoinImages" >> beam.CoGroupByKey()
             | "AttachImage" >> beam.FlatMap(_attach_image))
-    examples = ({"half": half,
-                 "segment": segments.item | "SegmentById" >> beam.Map(lambda x: (x[0].id, x))}
-                | "JoinSegments" >> beam.CoGroupByKey()
-                | "AttachSegment" >> beam.FlatMap(_attach_segment))
-    parts = examples | "BySplit" >> beam.Partition(
+    whole = ({"half": half,
+              "segment": segments.item | "SegmentById" >> beam.Map(lambda x: (x[0].id, x))}
+             | "JoinSegments" >> beam.CoGroupByKey()
+             | "AttachSegment" >> beam.FlatMap(_attach_segment))
+    parts = whole | "BySplit" >> beam.Partition(
         lambda ex, n: splits.SPLITS.index(ex[0]), len(splits.SPLITS))
     self._bars = _Bars(progress_dir, {"image": len(self._images), "music": len(self._songs)})
     return dict(zip(splits.SPLITS, parts))

@@ -2,8 +2,9 @@
 
 The layout (see `MANUAL_DOWNLOAD_INSTRUCTIONS`):
   images/<emotion>/<name>.<ext>   music/<song_id>.<ext>   music.csv   [cues.csv]
-Nothing here decodes media: that happens in the builder, which reports its own
-skips through the same `SkipLog`.
+The records: an `Image`, a `Song`, and a `Segment` (a song's music item). Nothing here
+decodes media: that happens in the build engines, which report their own skips through
+the same `SkipLog`.
 """
 
 import collections
@@ -35,6 +36,23 @@ class Song:
   path: epath.Path
   label: int
   cue: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+  """One music item: segment `index` of `song`."""
+  id: str          # "<song_id>#<index:03d>"
+  song: Song
+  index: int
+
+
+def song_segments(song: Song, count: int) -> list[Segment]:
+  return [Segment(f"{song.id}#{k:03d}", song, k) for k in range(count)]
+
+
+def image_file(image: Image) -> str:
+  """How the skip log names an image file: `<emotion folder>/<file name>`."""
+  return f"{image.path.parent.name}/{image.path.name}"
 
 
 class SkipLog:
@@ -71,7 +89,8 @@ def scan_images(root: epath.Path, cues: dict, log: SkipLog) -> list[Image]:
   images_dir = root / "images"
   if not images_dir.is_dir():
     raise FileNotFoundError(f"{images_dir} is missing: put the Image Emotion folders there "
-                            "(images/<emotion>/<name>.jpg), see the IMAC manual-download instructions.")
+                            "(images/<emotion>/<name>.jpg), see the IMAC manual-download "
+                            "instructions.")
   found: dict[str, Image] = {}
   for folder in sorted(images_dir.iterdir()):
     if not folder.is_dir():
