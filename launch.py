@@ -1,8 +1,11 @@
 r"""Runs the job a config names: python launch.py --config=configs/acp.py --workdir=DIR.
 
-Jobs (`config.job`; training configs name none): training (configs/acp.py; re-running
-the same command resumes from the latest checkpoint in DIR), `probe` (configs/probe.py)
-and `retrieve` (configs/retrieve.py), each a function (config, workdir) in acp_jax.
+Jobs (`config.job`, default `train`), each a function (config, workdir) in acp_jax:
+  train     train, then evaluate the best params (configs/acp.py, ...); re-running the
+            same command resumes from the latest checkpoint in DIR
+  evaluate  evaluate a trained run's best checkpoint again (configs/evaluate.py, and
+            configs/probe.py with the Table 5 probes)
+  retrieve  rank a dataset's items against an audio or image file (configs/retrieve.py)
 
 Multi-process (multi-host) runs need no code change: on a managed cluster (SLURM,
 Open MPI, Cloud TPU, ...) JAX finds its peers itself; elsewhere set
@@ -35,7 +38,7 @@ import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from acp_jax import UserError  # noqa: E402
-from acp_jax import probe  # noqa: E402
+from acp_jax import evaluate  # noqa: E402
 from acp_jax import query  # noqa: E402
 from acp_jax import train  # noqa: E402
 
@@ -44,7 +47,7 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and res
 config_flags.DEFINE_config_file("config", None, "Job configuration file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
-JOBS = {"train": train.train_and_evaluate, "probe": probe.run, "retrieve": query.run}
+JOBS = {"train": train.train_and_evaluate, "evaluate": evaluate.run, "retrieve": query.run}
 
 # Set by the schedulers JAX detects on its own, when they run more than one process.
 _CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")

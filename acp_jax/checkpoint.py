@@ -15,7 +15,7 @@ temporary name, renamed when complete): a run killed at any moment, mid-save
 included, leaves a latest state and a best model of the same step, so the best
 model is the one the state (and the results.json it leads to) reports.
 
-Consumers (probe, retrieval, report) call `load_best(workdir)`.
+A restored run (acp_jax/evaluate.py: the evaluate and retrieve jobs) calls `load_best(workdir)`.
 """
 
 import dataclasses
@@ -29,7 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from acp_jax import UserError
-from acp_jax import pairs
+from acp_jax import inputs
 
 # Config fields that shape the saved state: a checkpoint of other values does not fit.
 STATE_FIELDS = ("dataset", "model", "image_widths", "music_widths", "fusion_widths",
@@ -44,7 +44,14 @@ FREE_FIELDS = (
     "checkpoint_every_epochs",  # when the state is saved, not what it is
     "num_epochs",               # the step budget: a larger one continues the run
     "report",                   # what the closing report shows
+    "evals",                    # the evaluators run on the best params (acp_jax/evaluate.py)
 )
+
+# Fields added to the config after runs were saved without them, with the value those
+# runs had: `read_config` fills them in, so that such runs resume and restore.
+ADDED_FIELDS = {
+    "objective": "correspondence",  # before contrastive objectives, every run was ACP-Net's
+}
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -64,6 +71,14 @@ def changed_fields(previous: dict[str, Any], current: dict[str, Any]) -> dict[st
           if not free(name) and previous.get(name) != current.get(name)}
 
 
+def read_config(workdir: epath.PathLike) -> dict[str, Any]:
+  """The run's `config.json` as JSON, with the ADDED_FIELDS it lacks."""
+  config = json.loads((epath.Path(workdir) / "config.json").read_text())
+  for name, value in ADDED_FIELDS.items():
+    config.setdefault(name, value)
+  return config
+
+
 def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> None:
   """Writes `config.json`; raises UserError if the workdir holds a run of another config.
 
@@ -71,7 +86,7 @@ def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> 
   """
   path = epath.Path(workdir) / "config.json"
   if path.exists():
-    changed = changed_fields(json.loads(path.read_text()), json.loads(config.to_json()))
+    changed = changed_fields(read_config(workdir), json.loads(config.to_json()))
     if changed:
       raise UserError(
           f"{workdir} holds a run with other {', '.join(changed)} ("
@@ -128,8 +143,8 @@ class Best:
   batch_stats: Any                     # BatchNorm statistics, seed axis too; {} if none
   val_accuracy_S: np.ndarray
   step_S: np.ndarray                   # each seed's best step
-  image_standardizer: pairs.Standardizer | None  # None: the model reads the rows as they are
-  music_standardizer: pairs.Standardizer | None
+  image_standardizer: inputs.Standardizer | None  # None: the model reads the rows as they are
+  music_standardizer: inputs.Standardizer | None
 
   def seed_params(self, seed: int) -> Any:
     """The params of one seed, ready for `models.create_model(config).apply`."""
@@ -141,8 +156,8 @@ class Best:
 
 
 def best_tree(params: Any, batch_stats: Any, val_accuracy_S: Any, step_S: Any,
-              image_standardizer: pairs.Standardizer | None,
-              music_standardizer: pairs.Standardizer | None) -> dict[str, Any]:
+              image_standardizer: inputs.Standardizer | None,
+              music_standardizer: inputs.Standardizer | None) -> dict[str, Any]:
   """What the best checkpoint holds, as saved; a modality without a standardizer has no stats."""
   tree = {"params": params, "batch_stats": batch_stats, "val_accuracy_S": val_accuracy_S,
           "step_S": step_S}
@@ -163,9 +178,9 @@ def load_best(workdir: epath.PathLike) -> Best:
                     f"(python launch.py --config=... --workdir={workdir})")
   tree = manager.restore(step, args=ocp.args.Composite(best=ocp.args.StandardRestore())).best
   manager.close()
-  config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+  config = ml_collections.ConfigDict(read_config(workdir))
   host = lambda key: np.asarray(tree[key])
-  standardizer = lambda name: (pairs.Standardizer(host(f"{name}_mean_D"), host(f"{name}_std_D"))
+  standardizer = lambda name: (inputs.Standardizer(host(f"{name}_mean_D"), host(f"{name}_std_D"))
                                if f"{name}_mean_D" in tree else None)
   return Best(config=config, params=tree["params"], batch_stats=tree["batch_stats"],
               val_accuracy_S=host("val_accuracy_S"), step_S=host("step_S"),

@@ -1,4 +1,4 @@
-"""What each model reads per item, and the feeds that bring it to the training loop.
+"""What each model reads per item, made from what the dataset holds, and standardised.
 
 ACP-Net reads the dataset's features; the paper's baselines (Table 4) read media:
 
@@ -11,22 +11,13 @@ ACP-Net reads the dataset's features; the paper's baselines (Table 4) read media
 item's record holds: uint8 pixels resized to `config.image_size` (kept uint8; the
 model scales them), log-spectrograms of the int16 waveforms (`config.spectrogram`,
 see features/spectrogram.py), or the features. Float inputs are then standardised
-with training statistics.
-
-A feed is what the training loop (acp_jax/train.py) reads its pairs and evaluation
-embeddings from; it has one interface (`Feed`) and two implementations:
-  * `TableFeed`: every item's model input made once (`prepare`) and held in device
-    memory, pairs sampled on device each step (acp_jax/pairs.py). ACP-Net's, and the
-    baselines' on small corpora (`config.input.stream = False`).
-  * `stream.StreamFeed` (acp_jax/stream.py): media read per batch from the items'
-    records, model inputs made on device per batch.
+with training statistics (`Standardizer`). acp_jax/feeds.py brings them to the loop
+and to evaluation, held in device memory or streamed.
 """
 
-from collections.abc import Callable, Iterator
 import dataclasses
 import functools
-import itertools
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,9 +26,8 @@ from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from acp_jax import data
-from acp_jax import objectives
-from acp_jax import pairs
+from acp_jax import UserError
+from acp_jax import items
 from acp_jax.features import spectrogram
 
 # config.model -> (image input, music input); every model of models.MODELS has a row.
@@ -46,13 +36,11 @@ INPUTS: dict[str, tuple[str, str]] = {
     "spectrogram_acp": ("features", "spectrogram"),
     "l3net": ("pixels", "spectrogram"),
 }
-# The record field (data.Items.source) each model input is made from.
+# The record field (items.Items.source) each model input is made from.
 FIELDS = {"features": "features", "pixels": "pixels", "spectrogram": "waveform"}
 
-# Items turned into model inputs per device call by `prepare`: device memory holds one batch.
+# Items made into model inputs per device call by `model_inputs`: device memory holds one batch.
 _BATCH = 32
-
-Standardizers = tuple[pairs.Standardizer | None, pairs.Standardizer | None]
 
 
 def kinds(config: ml_collections.ConfigDict) -> tuple[str, str]:
@@ -63,8 +51,45 @@ def kinds(config: ml_collections.ConfigDict) -> tuple[str, str]:
 
 
 def streams(config: ml_collections.ConfigDict) -> bool:
-  """Whether the run streams its media (acp_jax/stream.py) rather than holding it."""
+  """Whether the run streams its media (acp_jax/feeds.py) rather than holding it."""
   return config.get("input", {}).get("stream", False) and kinds(config) != ("features",) * 2
+
+
+def _safe_std(std_D: np.ndarray) -> np.ndarray:
+  # A constant feature carries nothing; leave it at zero instead of dividing by 0.
+  return np.where(std_D > 0, std_D, 1.0).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Standardizer:
+  """Per-dimension mean and std of one modality's training inputs.
+
+  The statistics are over every axis but the last: per feature of N x D features,
+  per frequency bin of N x T x F spectrograms.
+  """
+  mean_D: np.ndarray
+  std_D: np.ndarray
+
+  @classmethod
+  def fit(cls, x_NxD: np.ndarray) -> "Standardizer":
+    """The statistics of inputs held at once."""
+    axes = tuple(range(x_NxD.ndim - 1))
+    return cls(x_NxD.mean(axis=axes), _safe_std(x_NxD.std(axis=axes)))
+
+  @classmethod
+  def of_moments(cls, count: int, sum_D: np.ndarray, squares_D: np.ndarray) -> "Standardizer":
+    """The statistics of inputs read in batches: their count, sum and sum of squares."""
+    mean_D = sum_D / count
+    std_D = np.sqrt(np.maximum(squares_D / count - mean_D ** 2, 0))
+    return cls(mean_D.astype(np.float32), _safe_std(std_D))
+
+  def __call__(self, x_NxD: Any) -> Any:
+    return ((x_NxD - self.mean_D) / self.std_D).astype(np.float32)
+
+
+def standardize(standardizer: Standardizer | None, x: Any) -> Any:
+  """x standardised; as it is without a standardizer (uint8 pixels)."""
+  return x if standardizer is None else standardizer(x)
 
 
 @functools.cache
@@ -108,51 +133,59 @@ def read_field(source, field: str, rows) -> np.ndarray:
 
 
 def no_media(config: ml_collections.ConfigDict, kind: str) -> None:
-  raise ValueError(
+  raise UserError(
       f"config.model={config.model!r} reads {kind}, made from the items' media, but "
       f"{config.dataset!r} has none; use a media config of the same data: "
       "--config.dataset=imac/synthetic_media (or imac/media for the real corpus).")
 
 
-def first_input(items: data.Items, kind: str, config: ml_collections.ConfigDict) -> jax.Array:
-  """The model input of the first item (1 x ...): of prepared items, or made from its record."""
-  if items.features_NxD is not None:
-    return jnp.asarray(items.features_NxD[:1])
-  return model_input(kind, jnp.asarray(read_field(items.source, FIELDS[kind], [0])), config)
-
-
-def _prepared(items: data.Items, kind: str, config: ml_collections.ConfigDict) -> data.Items:
-  if items.source is None:
+def first_input(items_of: items.Items, kind: str, config: ml_collections.ConfigDict
+                ) -> jax.Array:
+  """The model input of the first item (1 x ...), made from its features or its record."""
+  if items_of.source is None:
     if kind != "features":
       no_media(config, kind)
-    return items
-  num = len(items.ids)
+    return jnp.asarray(items_of.features_NxD[:1])
+  return model_input(kind, jnp.asarray(read_field(items_of.source, FIELDS[kind], [0])), config)
+
+
+def model_inputs(items_of: items.Items, kind: str, config: ml_collections.ConfigDict
+                 ) -> np.ndarray:
+  """N x ...: the model input of every item, made `_BATCH` items per device call."""
+  if items_of.source is None:
+    if kind != "features":
+      no_media(config, kind)
+    return items_of.features_NxD
+  num = len(items_of.ids)
   rows = lambda start: range(start, min(start + _BATCH, num))
   make = lambda start: np.asarray(model_input(
-      kind, jnp.asarray(read_field(items.source, FIELDS[kind], rows(start))), config))
-  return dataclasses.replace(items, features_NxD=np.concatenate(
-      [make(start) for start in range(0, num, _BATCH)]))
+      kind, jnp.asarray(read_field(items_of.source, FIELDS[kind], rows(start))), config))
+  return np.concatenate([make(start) for start in range(0, num, _BATCH)])
 
 
-def prepare(split: data.Split, config: ml_collections.ConfigDict) -> data.Split:
-  """The split with each modality's `features_NxD` replaced by what `config.model` reads."""
-  image_kind, music_kind = kinds(config)
-  return dataclasses.replace(split, images=_prepared(split.images, image_kind, config),
-                             music=_prepared(split.music, music_kind, config))
+def item_shapes(split: items.Split, config: ml_collections.ConfigDict
+                ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """One item's (image, music) model-input shape."""
+  return tuple(first_input(its, kind, config).shape[1:]
+               for its, kind in zip((split.images, split.music), kinds(config)))
 
 
-def fit_standardizers(train_split: data.Split, config: ml_collections.ConfigDict
-                      ) -> Standardizers:
-  """(image, music) training statistics of a prepared split; None for pixels."""
-  image_kind, _ = kinds(config)
-  image_std = None if image_kind == "pixels" else pairs.Standardizer.fit(
-      train_split.images.features_NxD)
-  return image_std, pairs.Standardizer.fit(train_split.music.features_NxD)
-
-
-def fixed_pairs(split: data.Split) -> dict[str, np.ndarray]:
+def fixed_pairs(split: items.Split) -> dict[str, np.ndarray]:
   return {"image_P": split.pairs.image_P, "music_P": split.pairs.music_P,
           "label_P": split.pairs.labels_P}
+
+
+def make_mesh(batch_size: int) -> jax.sharding.Mesh:
+  """A 1-D 'data' mesh over all devices; raises UserError if the batch does not split."""
+  num_devices = jax.device_count()
+  if batch_size % 2:
+    raise UserError(f"batch_size must be even (half true, half false pairs), got {batch_size}")
+  if batch_size % num_devices:
+    raise UserError(f"batch_size {batch_size} is not divisible by the {num_devices} devices; "
+                     f"use a multiple of {num_devices}, e.g. --config.batch_size="
+                     f"{max(1, round(batch_size / num_devices)) * num_devices}")
+  # Auto axes: XLA carries the batch sharding through the model (GSPMD).
+  return jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
@@ -164,91 +197,8 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
 
 
 def embed_rows(model: Any, variables: dict, rows_NxD: jax.Array, method: str,
-               batch_size: int | None) -> jax.Array:
-  """Tower embeddings of model-input rows, `batch_size` rows at a time (all if None)."""
+               batch_size: int) -> jax.Array:
+  """Tower embeddings of model-input rows, `batch_size` rows at a time."""
   apply = lambda x_NxD: model.apply(variables, x_NxD, method=method)
-  if batch_size is None:
-    return apply(rows_NxD)
   return jax.lax.map(lambda x_D: apply(x_D[None])[0], rows_NxD,
                      batch_size=min(batch_size, rows_NxD.shape[0]))
-
-
-def sample_inputs(key: jax.Array, tables: pairs.Tables, batch_size: int, mesh: jax.sharding.Mesh,
-                  sample: Callable = pairs.sample_pairs) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(image_BxD, music_BxD, target_B) drawn on device from item tables by `sample`.
-
-  `sample(key, tables, batch_size) -> (image_B, music_B, target_B)` is an objective's
-  draw (acp_jax/objectives.py); the default, balanced pairs with their labels.
-  """
-  image_B, music_B, target_B = jax.lax.with_sharding_constraint(
-      sample(key, tables, batch_size), NamedSharding(mesh, P("data")))
-  return *pairs.gather(tables, image_B, music_B), target_B
-
-
-def item_shapes(split: data.Split, config: ml_collections.ConfigDict
-                ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-  """One item's (image, music) model-input shape."""
-  return tuple(first_input(items, kind, config).shape[1:]
-               for items, kind in zip((split.images, split.music), kinds(config)))
-
-
-class Feed(Protocol):
-  """Where the training loop's pairs and evaluation embeddings come from."""
-  splits: dict[str, data.Split]  # the analysis's view of the splits (TableFeed: prepared)
-  standardizers: Standardizers
-  fixed: dict[str, dict[str, jax.Array]]  # each split's fixed pairs, on every device
-  item_shapes: tuple[tuple[int, ...], tuple[int, ...]]  # one item's (image, music) model input
-  per_step: bool  # train data has a leading axis of steps per dispatch (and then seeds)
-  train_spec: Any  # the train data of a dispatch, or its shapes (jax.ShapeDtypeStruct)
-
-  def train_data(self, step: int, num_steps: int) -> Iterator[Any]:
-    """What each dispatch of steps `step` .. `num_steps - 1` reads (`pairs` gets one step's
-    of one seed)."""
-
-  def pairs(self, key: jax.Array, step_data: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(image_BxD, music_BxD, label_B) of one step of one seed, traced in the step."""
-
-  def embed(self, model: Any, variables_S: dict, split: str) -> tuple[jax.Array, jax.Array]:
-    """(image_SxNxE, music_SxMxE): every seed's tower embeddings of a split's items."""
-
-  def close(self) -> None:
-    """Stops what `train_data` started."""
-
-
-class TableFeed:
-  """Every split's model inputs in device memory; pairs sampled on device each step."""
-  per_step = False
-
-  def __init__(self, config: ml_collections.ConfigDict, splits: dict[str, data.Split],
-               mesh: jax.sharding.Mesh):
-    self.splits = {name: prepare(split, config) for name, split in splits.items()}
-    self.standardizers = fit_standardizers(self.splits["train"], config)
-    self.tables = {name: replicate(pairs.make_tables(split, *self.standardizers), mesh)
-                   for name, split in self.splits.items()}
-    self.fixed = {name: replicate(fixed_pairs(split), mesh) for name, split in self.splits.items()}
-    self.train_spec = self.tables["train"]
-    self.item_shapes = item_shapes(self.splits["train"], config)
-    self.batch_size, self.mesh = config.batch_size, mesh
-    self.sample = objectives.create_objective(config).sample
-
-  def train_data(self, step: int, num_steps: int) -> Iterator[pairs.Tables]:
-    return itertools.repeat(self.tables["train"])
-
-  def pairs(self, key: jax.Array, tables: pairs.Tables
-            ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    return sample_inputs(key, tables, self.batch_size, self.mesh, self.sample)
-
-  def embed(self, model: Any, variables_S: dict, split: str) -> tuple[jax.Array, jax.Array]:
-    return _embed_tables(model, self.batch_size, variables_S, self.tables[split])
-
-  def close(self) -> None:
-    pass
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _embed_tables(model: Any, batch_size: int, variables_S: dict, tables: pairs.Tables
-                  ) -> tuple[jax.Array, jax.Array]:
-  embed = lambda variables: (
-      embed_rows(model, variables, tables.image_NxD, "embed_image", batch_size),
-      embed_rows(model, variables, tables.music_MxD, "embed_music", batch_size))
-  return jax.vmap(embed)(variables_S)

@@ -277,8 +277,7 @@ def _acp_net(config: ml_collections.ConfigDict, **conv_towers) -> nn.Module:
   towers = dict(image_widths=tuple(config.image_widths), music_widths=tuple(config.music_widths),
                 dropout_rate=config.dropout_rate, dropout_in_towers=config.dropout_in_towers,
                 **conv_towers)
-  # Runs from before objectives existed have none in their config.json.
-  if config.get("objective", "correspondence") == "correspondence":
+  if config.objective == "correspondence":
     return ACPNet(fusion_widths=tuple(config.fusion_widths), **towers)
   return EmbeddingNet(projection_widths=tuple(config.projection_widths),
                       projection_dropout_rate=config.projection_dropout_rate,

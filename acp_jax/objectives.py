@@ -23,7 +23,7 @@ and the test pairs are judged with it.
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -106,6 +106,7 @@ def best_cut(score_P: jax.Array, label_P: jax.Array) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class Correspondence:
   """ACP-Net's pair cross-entropy; the decision is the argmax of the two logits."""
+  name: ClassVar[str] = "correspondence"
 
   def sample(self, key: jax.Array, tables: pairs.Tables, batch_size: int) -> Sample:
     """Balanced true/false pairs; the target is the pair label."""
@@ -162,6 +163,7 @@ class _Contrastive:
 
 @dataclasses.dataclass(frozen=True)
 class SupCon(_Contrastive):
+  name: ClassVar[str] = "supcon"
   temperature: float
   weights: tuple[float, float, float, float]
 
@@ -171,6 +173,7 @@ class SupCon(_Contrastive):
 
 @dataclasses.dataclass(frozen=True)
 class Sigmoid(_Contrastive):
+  name: ClassVar[str] = "sigmoid"
 
   def batch_loss(self, params, image_BxK, music_BxK, class_B):
     return sigmoid_loss(image_BxK, music_BxK, class_B, class_B, params["logit_scale"],
@@ -179,12 +182,13 @@ class Sigmoid(_Contrastive):
 
 Objective = Correspondence | SupCon | Sigmoid
 
-NAMES = ("correspondence", "supcon", "sigmoid")
+NAMES = (Correspondence.name, SupCon.name, Sigmoid.name)
 
 
 def create_objective(config: ml_collections.ConfigDict) -> Objective:
-  """The objective named by `config.objective` (default: correspondence)."""
-  name = config.get("objective", "correspondence")
+  """The objective named by `config.objective`; built once per run (acp_jax/train.py) or
+  restored run (acp_jax/evaluate.py) and handed to what needs it."""
+  name = config.objective
   if name == "correspondence":
     return Correspondence()
   if name == "supcon":

@@ -1,13 +1,12 @@
 """Item tables in device memory and balanced correspondence pairs drawn from them.
 
 Training never materialises pairs on the host: each split's items become a `Tables`
-(features standardised with the training statistics), and every step draws fresh
+(the model inputs of acp_jax/inputs.py), and every step draws fresh
 pairs on device as item indices, half true and half false correspondences, then
 gathers their features (`gather`, the seam a model with other inputs replaces).
 """
 
 from collections.abc import Callable
-import dataclasses
 
 import flax.struct
 import jax
@@ -15,37 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from acp_jax import UserError
-from acp_jax import data
+from acp_jax import items
 from acp_jax import labels
-
-
-@dataclasses.dataclass(frozen=True)
-class Standardizer:
-  """Per-dimension mean and std of one modality's training inputs.
-
-  The statistics are over every axis but the last: per feature of N x D features,
-  per frequency bin of N x T x F spectrograms.
-  """
-  mean_D: np.ndarray
-  std_D: np.ndarray
-
-  @classmethod
-  def fit(cls, features_NxD: np.ndarray) -> "Standardizer":
-    axes = tuple(range(features_NxD.ndim - 1))
-    std_D = features_NxD.std(axis=axes)
-    # A constant feature carries nothing; leave it at zero instead of dividing by 0.
-    return cls(features_NxD.mean(axis=axes), np.where(std_D > 0, std_D, 1.0).astype(np.float32))
-
-  def __call__(self, features_NxD: np.ndarray) -> np.ndarray:
-    return ((features_NxD - self.mean_D) / self.std_D).astype(np.float32)
 
 
 @flax.struct.dataclass
 class Tables:
-  """One split's items, standardised, plus what balanced sampling needs.
+  """One split's model inputs plus what balanced sampling needs.
 
-  The item rows are what the model reads (see acp_jax/inputs.py): N x D features,
-  or media inputs such as N x H x W x 3 uint8 pixels and M x T x F log-spectrograms.
+  The item rows are what the model reads (see acp_jax/inputs.py): N x D standardised
+  features, or media inputs such as N x H x W x 3 uint8 pixels and M x T x F
+  log-spectrograms; None where only the sampling is wanted (acp_jax/feeds.py).
 
   `music_by_class_M` lists the music rows sorted by class, so the rows of class c
   are `music_by_class_M[music_start_C[c] : music_start_C[c] + music_count_C[c]]`
@@ -59,25 +38,19 @@ class Tables:
   music_count_C: jax.Array
 
 
-def make_tables(split: data.Split, image_std: Standardizer | None,
-                music_std: Standardizer | None) -> Tables:
-  """Host (numpy) tables of one split; place them on device with `jax.device_put`.
-
-  A modality without a standardizer (uint8 pixels) keeps its rows as they are.
-  """
-  standardize = lambda std, x: x if std is None else std(x)
-  music_labels_M = split.music.labels_N
+def make_tables(image_NxD: np.ndarray | None, music_MxD: np.ndarray | None,
+                image_labels_N: np.ndarray, music_labels_M: np.ndarray) -> Tables:
+  """Host (numpy) tables of one split; place them on device with `jax.device_put`."""
   music_count_C = np.bincount(music_labels_M, minlength=len(labels.CLASSES))
   return Tables(
-      image_NxD=standardize(image_std, split.images.features_NxD),
-      music_MxD=standardize(music_std, split.music.features_NxD),
-      image_labels_N=split.images.labels_N.astype(np.int32),
+      image_NxD=image_NxD, music_MxD=music_MxD,
+      image_labels_N=np.asarray(image_labels_N, np.int32),
       music_by_class_M=np.argsort(music_labels_M, kind="stable").astype(np.int32),
       music_start_C=(np.cumsum(music_count_C) - music_count_C).astype(np.int32),
       music_count_C=music_count_C.astype(np.int32))
 
 
-def check_sampleable(split: data.Split, name: str) -> None:
+def check_sampleable(split: items.Split, name: str) -> None:
   """Raises UserError unless every image class has music of its own and of another class."""
   music_count_C = np.bincount(split.music.labels_N, minlength=len(labels.CLASSES))
   for c in np.unique(split.images.labels_N):
@@ -94,7 +67,7 @@ def music_rows(xp, tables: Tables, class_B, label_B, randint: Callable):
   """Music rows of pairs: uniform within the image's class `class_B` for true pairs
   (label 1), uniform among the other classes for false ones.
 
-  `xp` is numpy (the host sampler of acp_jax/stream.py) or jax.numpy, `randint(span_B)`
+  `xp` is numpy (the host sampler of acp_jax/feeds.py) or jax.numpy, `randint(span_B)`
   a uniform draw in [0, span_B) of either, so that both sample by the same rule.
   """
   start_B, count_B = tables.music_start_C[class_B], tables.music_count_C[class_B]
@@ -142,17 +115,3 @@ def sample_items(key: jax.Array, tables: Tables,
 def gather(tables: Tables, image_B: jax.Array, music_B: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The model inputs of the pairs (image_B, music_B): (image_BxD, music_BxD)."""
   return tables.image_NxD[image_B], tables.music_MxD[music_B]
-
-
-def oracle_accuracy(split: data.Split) -> float | None:
-  """Accuracy on the fixed pairs of predicting 'match' iff the two items' cue classes agree.
-
-  Pairs with an unknown cue (-1) are left out; None when no pair has both cues.
-  """
-  image_cue_P = split.images.cues_N[split.pairs.image_P]
-  music_cue_P = split.music.cues_N[split.pairs.music_P]
-  known_P = (image_cue_P >= 0) & (music_cue_P >= 0)
-  if not known_P.any():
-    return None
-  predicted_P = image_cue_P == music_cue_P
-  return float(np.mean(predicted_P[known_P] == (split.pairs.labels_P[known_P] == 1)))

@@ -20,17 +20,17 @@ import tensorflow_datasets as tfds
 
 from acp_jax import MissingInputError
 from acp_jax import UserError
-from acp_jax import data
-from acp_jax import inference
+from acp_jax import evaluate
 from acp_jax import inputs
 from acp_jax import labels
+from acp_jax.evaluators import common
 from acp_jax.features import inception
 from acp_jax.features import media
 from acp_jax.features import music
 from tfds_imac.imac import corpus
 
 SPLITS = ("train", "validation", "test")
-# How the builder records random-init Inception weights (imac_dataset_builder.py).
+# How the builder records random-init Inception weights (tfds_imac/imac/weights.py).
 _RANDOM_WEIGHTS = re.compile(r"random\(seed=(\d+)\)")
 
 
@@ -90,20 +90,20 @@ def query_features(path: epath.PathLike, builder: tfds.core.DatasetBuilder,
   return modality, embedder(pixels_HxWx3[None])
 
 
-def _pool(splits: dict[str, data.Split], names: tuple[str, ...], modality: str,
-          model: inference.Model) -> tuple[list[dict], np.ndarray]:
+def _pool(subject: common.Subject, names: tuple[str, ...], modality: str
+          ) -> tuple[list[dict], np.ndarray]:
   """The searched items of one modality (id, split, class, emotion) and their embeddings."""
-  items, embeddings = [], []
+  found, embeddings = [], []
   for name in names:
-    image_NxE, music_MxE = model.embed(splits[name])
-    side = splits[name].images if modality == "image" else splits[name].music
+    image_NxE, music_MxE = subject.seed_embeddings(name)
+    side = subject.splits[name].images if modality == "image" else subject.splits[name].music
     embeddings.append(image_NxE if modality == "image" else music_MxE)
     for i, item_id in enumerate(side.ids):
       item = {"id": item_id, "split": name, "class": labels.CLASSES[side.labels_N[i]]}
       if side.emotions_N is not None:
         item["emotion"] = labels.EMOTIONS[side.emotions_N[i]]
-      items.append(item)
-  return items, np.concatenate(embeddings)
+      found.append(item)
+  return found, np.concatenate(embeddings)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -123,30 +123,38 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if not set(names) <= set(SPLITS):
     raise UserError(f"config.split must be one of {SPLITS} or 'all', got {config.split!r}")
   query_modality(config.query)  # a missing or unsupported file fails before the restore
-  model, splits = inference.from_run(config.checkpoint_dir, dataset=config.dataset,
-                                     data_dir=config.data_dir, seed=config.seed_index)
-  if inputs.INPUTS[model.config.model] != ("features", "features"):
-    raise UserError(f"{config.checkpoint_dir} is a {model.config.model!r} run, which reads "
-                     "media; queries by file are for models on the dataset's features "
-                     "(configs/acp.py)")
-  dataset, data_dir = model.config.dataset, config.data_dir or model.config.data_dir
+  subject = evaluate.restore(config.checkpoint_dir, dataset=config.dataset,
+                             data_dir=config.data_dir, seed=config.seed_index)
+  run_config = subject.config
+  if inputs.kinds(run_config) != ("features", "features"):
+    raise UserError(f"{config.checkpoint_dir} is a {run_config.model!r} run, which reads "
+                    "media; queries by file are for models on the dataset's features "
+                    "(configs/acp.py)")
+  dataset, data_dir = run_config.dataset, config.data_dir or run_config.data_dir
   modality, features_SxD = query_features(config.query, tfds.builder(dataset, data_dir=data_dir),
                                           config.inception_weights)
 
+  variables = subject.seed_variables(subject.seed)
+  image_std, music_std = subject.feed.standardizers
+  embed = lambda rows_NxD, method: np.asarray(inputs.embed_rows(
+      subject.module, variables, rows_NxD, method, run_config.batch_size))
   if modality == "music":
-    query_SxE = model.embed_rows(model.music_standardizer(features_SxD), "embed_music")
-    items, pool_NxE = _pool(splits, names, "image", model)
-    score_N = model.scores(query_SxE, pool_NxE, config.score_block).mean(axis=0)
+    query_SxE = embed(music_std(features_SxD), "embed_music")
+    found, pool_NxE = _pool(subject, names, "image")
+    score_N = common.match_scores(subject.module, variables, query_SxE, pool_NxE,
+                                  config.score_block).mean(axis=0)
   else:
-    query_1xE = model.embed_rows(model.image_standardizer(features_SxD), "embed_image")
-    items, pool_NxE = _pool(splits, names, "music", model)
-    score_N = model.scores(pool_NxE, query_1xE, config.score_block)[:, 0]
+    query_1xE = embed(image_std(features_SxD), "embed_image")
+    found, pool_NxE = _pool(subject, names, "music")
+    score_N = common.match_scores(subject.module, variables, pool_NxE, query_1xE,
+                                  config.score_block)[:, 0]
+  subject.feed.close()
 
   top = np.argsort(-score_N, kind="stable")[:config.top_k]
-  matches = [{"rank": r + 1, **items[i], "score": float(score_N[i])} for r, i in enumerate(top)]
+  matches = [{"rank": r + 1, **found[i], "score": float(score_N[i])} for r, i in enumerate(top)]
   result = {"query": str(config.query), "modality": modality, "segments": len(features_SxD),
-            "dataset": dataset, "splits": list(names), "pool_size": len(items),
-            "model": f"{config.checkpoint_dir}, {model.description}", "matches": matches}
+            "dataset": dataset, "splits": list(names), "pool_size": len(found),
+            "model": f"{config.checkpoint_dir}, {subject.description}", "matches": matches}
   print(_table(result))
   out = epath.Path(workdir)
   out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """The run report: Markdown tables laid out like the paper's Tables 4 and 5, JSON, PNGs.
 
-Each plot is its own function writing one PNG (matplotlib, Agg backend), and
-`write_report` turns a results dict plus those PNGs into `report.md` and
-`results.json` in one directory.
+The report only lays out what the evaluators return (acp_jax/evaluate.py). Each plot is
+its own function writing one PNG (matplotlib, Agg backend), and `write_report` turns a
+results dict plus those PNGs into `report.md` and `results.json` in one directory.
 
 Results dict (every accuracy, AUC and retrieval metric a fraction in [0, 1]; any
 value may carry a `<name>_std` sibling, the sample std over seeds, shown as
@@ -47,6 +47,7 @@ import json
 import os
 import pathlib
 import textwrap
+from typing import Any
 
 import matplotlib
 
@@ -57,7 +58,11 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 import threadpoolctl  # noqa: E402
 
+from acp_jax import MissingInputError  # noqa: E402
+from acp_jax import UserError  # noqa: E402
 from acp_jax import labels  # noqa: E402
+
+FIGURES_DIR = "figures"  # under the report's directory
 
 # The paper's numbers (accuracy, %), as (results key, row name, value).
 PAPER_TABLE4 = (
@@ -85,6 +90,8 @@ OBJECTIVE_NAMES = {"supcon": "SupCon (Emo-CLIM)", "sigmoid": "sigmoid (SigLIP)"}
 
 _DASH = "—"
 _DPI = 120
+# A Table 4 row: these and their `_std` and `_ci95` siblings, and the test-pair count.
+_ROW_KEYS = ("test_accuracy", "test_auc")
 
 # Warm for positive emotions, green for neutral, cold and dark for negative ones.
 _COLOURS = {
@@ -337,6 +344,35 @@ def row_key(results: Mapping) -> str:
   return model if objective == "correspondence" else f"{model}+{objective}"
 
 
+def _row(results: Mapping) -> dict[str, Any]:
+  keys = [k for key in _ROW_KEYS for k in (key, f"{key}_std", f"{key}_ci95")] + ["test_pairs"]
+  return {k: results[k] for k in keys if k in results}
+
+
+def table4_rows(results: Mapping, compare: str) -> dict[str, dict[str, Any]]:
+  """Table 4 rows by `row_key`: the runs in `compare` (comma-separated workdirs), each
+  with its `retrieval`, then this run's (its retrieval is the report's own).
+
+  Raises UserError for a run of another dataset or other fixed pairs (pair fingerprints).
+  """
+  rows = {}
+  for run in filter(None, (d.strip() for d in compare.split(","))):
+    path = pathlib.Path(run) / "results.json"
+    if not path.exists():
+      raise MissingInputError(f"report.compare names {run}, which has no results.json; train "
+                              "that run first or leave it out")
+    other = json.loads(path.read_text())
+    for key, what in (("dataset", "dataset"), ("pair_fingerprint", "fixed pairs")):
+      if other.get(key) != results.get(key):
+        raise UserError(
+            f"report.compare names {run}, a run on other {what} ({key} {other.get(key)} there, "
+            f"{results.get(key)} here): its accuracy is not comparable. Compare runs on the "
+            "same dataset build, or leave it out.")
+    rows[row_key(other)] = {**_row(other), "retrieval": other.get("retrieval")}
+  rows[row_key(results)] = _row(results)
+  return rows
+
+
 def _row_name(key: str) -> str:
   model, _, objective = key.partition("+")
   name = MODEL_NAMES.get(model, model)
@@ -490,7 +526,41 @@ def write_report(results: Mapping, out_dir: str | pathlib.Path,
     for caption, path in figures.items():
       relative = pathlib.Path(os.path.relpath(pathlib.Path(path).resolve(), out_dir.resolve()))
       lines += [f"### {caption}", "", f"![{caption}]({relative.as_posix()})", ""]
-  (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=_to_json) + "\n")
+  write_results(results, out_dir)
   report = out_dir / "report.md"
   report.write_text("\n".join(lines))
   return report
+
+
+def write_results(results: Mapping, out_dir: str | pathlib.Path) -> None:
+  """Writes `results.json`."""
+  (pathlib.Path(out_dir) / "results.json").write_text(
+      json.dumps(results, indent=2, default=_to_json) + "\n")
+
+
+def summary(results: Mapping, workdir: str | pathlib.Path) -> str:
+  """The lines a run ends with: test accuracy (against the oracle if known), where the time
+  went, and where to look."""
+  spread = lambda key: (f"{results[key]:.3f} ± {results[key + '_std']:.3f}"
+                        if key + "_std" in results else f"{results[key]:.3f}")
+  line = (f"{row_key(results)} on {results['dataset']}: "
+          f"test accuracy {spread('test_accuracy')}")
+  if results.get("test_accuracy_ci95"):
+    line += " (95% CI {:.3f}-{:.3f})".format(*results["test_accuracy_ci95"])
+  if "test_pairs" in results:
+    line += f" on {results['test_pairs']} test pairs"
+  if "oracle_accuracy" in results:
+    line += (f", oracle {results['oracle_accuracy']:.3f}: "
+             f"{results['test_accuracy'] / results['oracle_accuracy']:.2f} x")
+  if results.get("test_auc") is not None:
+    line += f", AUC {spread('test_auc')}"
+  lines = [line]
+  warning = random_features_warning(results)
+  if warning:
+    lines.append(warning)
+  if results.get("phases_s"):
+    lines.append("time (s): " + ", ".join(f"{phase} {seconds:.1f}"
+                                          for phase, seconds in results["phases_s"].items()))
+  workdir = pathlib.Path(workdir)
+  return "\n".join(lines + [f"results: {workdir / 'results.json'}",
+                            f"report:  {workdir / 'report.md'}"])

@@ -1,8 +1,9 @@
-"""Training and evaluation of a correspondence model on IMAC splits.
+"""Training of a correspondence model on IMAC splits: mesh, state, update step and loop.
 
-`train_and_evaluate(config, workdir)` at the bottom reads top to bottom: mesh,
-input, model and state, update step and evaluation, checkpoint, loop, results; the
-pieces it calls come above it in the same order.
+`train(config, workdir)` reads top to bottom: mesh, input, model and state, update
+step and validation, checkpoint, loop; the pieces it calls come above it in the same
+order. `train_and_evaluate` then runs the evaluators of `config.evals` on the best
+params (acp_jax/evaluate.py), which write results.json and the report.
 
 * Data parallel over every device of every process: one mesh axis 'data'; the
   params and the item tables are replicated, each step's pairs sharded.
@@ -20,13 +21,10 @@ pieces it calls come above it in the same order.
 
 from collections.abc import Callable
 import dataclasses
-import functools
-import json
 import math
 import time
 from typing import Any
 
-from clu import metric_writers
 from etils import epath
 import flax.struct
 import jax
@@ -36,22 +34,21 @@ from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 import optax
-import scipy.stats
-from sklearn.metrics import roc_auc_score
 import tqdm
 
 from acp_jax import UserError
-from acp_jax import analysis
 from acp_jax import checkpoint
 from acp_jax import data
-from acp_jax import inference
+from acp_jax import evaluate
+from acp_jax import feeds
 from acp_jax import inputs
+from acp_jax import items
+from acp_jax import metric_log
 from acp_jax import models
 from acp_jax import objectives
 from acp_jax import pairs
-from acp_jax import probe
 from acp_jax import report
-from acp_jax import stream
+from acp_jax.evaluators import common
 
 
 @flax.struct.dataclass
@@ -66,21 +63,6 @@ class TrainState:
   best_val_accuracy_S: jax.Array  # -1 before the first evaluation
   best_step_S: jax.Array
   evals_since_best_S: jax.Array   # a seed trains while this is below config.patience
-
-
-# ---------------------------------------------------------------------------- mesh
-
-def make_mesh(batch_size: int) -> jax.sharding.Mesh:
-  """A 1-D 'data' mesh over all devices; raises UserError if the batch does not split."""
-  num_devices = jax.device_count()
-  if batch_size % 2:
-    raise UserError(f"batch_size must be even (half true, half false pairs), got {batch_size}")
-  if batch_size % num_devices:
-    raise UserError(f"batch_size {batch_size} is not divisible by the {num_devices} devices; "
-                     f"use a multiple of {num_devices}, e.g. --config.batch_size="
-                     f"{max(1, round(batch_size / num_devices)) * num_devices}")
-  # Auto axes: XLA carries the batch sharding through the model (GSPMD).
-  return jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 # ---------------------------------------------------------------------------- model and state
@@ -133,25 +115,21 @@ def create_state(init: Callable[[], TrainState],
 # ---------------------------------------------------------------------------- update step
 
 def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
-                     tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
-                     feed: inputs.Feed | None = None,
+                     tx: optax.GradientTransformation, feed: feeds.Feed,
+                     objective: objectives.Objective,
                      ) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
   """`config.steps_per_dispatch` steps of every seed: (state, data) -> (state, metrics).
 
-  `feed` (acp_jax/inputs.py) turns the data into each step's model inputs and targets;
-  default: the data are item tables and `config.objective` (acp_jax/objectives.py) says
-  what is sampled on device (`inputs.TableFeed`). The objective gives the loss. Metrics
-  are per step and seed: {'loss': KxS, 'accuracy': KxS}.
+  `feed` (acp_jax/feeds.py) turns the data into each step's model inputs and targets, as
+  the objective (acp_jax/objectives.py) samples them; the objective gives the loss.
+  Metrics are per step and seed: {'loss': KxS, 'accuracy': KxS}.
   """
-  objective = objectives.create_objective(config)
-  pairs_of = feed.pairs if feed else functools.partial(
-      inputs.sample_inputs, batch_size=config.batch_size, mesh=mesh, sample=objective.sample)
   # Data per step (a stream: K x S x ...) or the same tables for every step and seed.
-  per_step = feed is not None and feed.per_step
+  per_step = feed.per_step
 
   def seed_step(params, batch_stats, opt_state, key, step_data):
     sample_key, dropout_key = jax.random.split(key)
-    image_BxD, music_BxD, target_B = pairs_of(sample_key, step_data)
+    image_BxD, music_BxD, target_B = feed.step_inputs(sample_key, step_data)
 
     def loss_fn(params):
       return objective.loss(model, {"params": params, "batch_stats": batch_stats}, image_BxD,
@@ -182,70 +160,15 @@ def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
   return jax.jit(train_chunk, donate_argnums=0)
 
 
-# ---------------------------------------------------------------------------- evaluation
+# ---------------------------------------------------------------------------- validation
 
-def pair_metrics(model: Any, objective: objectives.Objective, variables: dict,
-                 image_NxE: jax.Array, music_MxE: jax.Array, fixed: dict) -> dict:
-  """{'loss', 'accuracy', 'match_prob', 'cut', 'accuracy_at_cut'} of the fixed pairs, from
-  their items' embeddings.
-
-  'accuracy' is the model's own decision; 'cut' is the best shift of its threshold on
-  these pairs by `objective.choose_cut` (0 for ACP-Net), and 'accuracy_at_cut' the
-  accuracy with it.
-  """
-  logits_Px2 = model.apply(variables, image_NxE[fixed["image_P"]], music_MxE[fixed["music_P"]],
-                           method="fuse")
-  label_P = fixed["label_P"]
-  score_P = logits_Px2[:, 1] - logits_Px2[:, 0]  # > 0 iff the argmax says 'match'
-  cut = objective.choose_cut(score_P, label_P)
-  return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits_Px2, label_P).mean(),
-          "accuracy": jnp.mean((score_P > 0) == label_P),
-          "match_prob": jax.nn.softmax(logits_Px2)[:, 1],
-          "cut": cut, "accuracy_at_cut": jnp.mean((score_P > cut) == label_P)}
-
-
-def make_feed_evaluate(model: Any, feed: inputs.Feed, objective: objectives.Objective
-                       ) -> Callable[[Any, Any, str], dict]:
-  """(params, batch_stats, split name) -> per seed metrics as `make_evaluate`, on the
-  embeddings the feed makes of the split's items."""
-  score = jax.jit(jax.vmap(functools.partial(pair_metrics, model, objective), (0, 0, 0, None)))
-
-  def evaluate(params, batch_stats, split):
-    variables_S = {"params": params, "batch_stats": batch_stats}
-    return score(variables_S, *feed.embed(model, variables_S, split), feed.fixed[split])
-
-  return evaluate
-
-
-def make_evaluate(model: Any, batch_size: int | None = None,
-                  objective: objectives.Objective = objectives.Correspondence(),
-                  ) -> Callable[[Any, pairs.Tables, dict, Any], dict]:
-  """(params, tables, fixed pairs, batch_stats) -> per seed `pair_metrics` of item tables.
-
-  params and batch_stats (omitted: none) have a seed axis; 'match_prob' is SxP, the rest
-  S. Each item is embedded once, `batch_size` items at a time (all at once if None);
-  only the head runs per pair. BatchNorm uses its running statistics.
-  """
-
-  def evaluate_seed(params, batch_stats, tables, fixed):
-    variables = {"params": params, "batch_stats": batch_stats}
-    image_NxE = inputs.embed_rows(model, variables, tables.image_NxD, "embed_image", batch_size)
-    music_MxE = inputs.embed_rows(model, variables, tables.music_MxD, "embed_music", batch_size)
-    return pair_metrics(model, objective, variables, image_NxE, music_MxE, fixed)
-
-  evaluate_seeds = jax.jit(jax.vmap(evaluate_seed, (0, 0, None, None)))
-  return lambda params, tables, fixed, batch_stats=None: evaluate_seeds(
-      params, {} if batch_stats is None else batch_stats, tables, fixed)
-
-
-def make_record_eval(config: ml_collections.ConfigDict
+def make_record_eval(config: ml_collections.ConfigDict, objective: objectives.Objective
                      ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Validation metrics of the current params, folded into each seed's best and patience.
 
   An embedding model's match threshold is set on these pairs first, so a seed's best
   params are kept with the threshold they were judged with.
   """
-  objective = objectives.create_objective(config)
 
   def record_eval(state: TrainState, metrics: dict) -> tuple[TrainState, dict]:
     state = state.replace(batch_stats=objective.calibrate(state.batch_stats, metrics["cut"]))
@@ -270,46 +193,7 @@ def all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-# ---------------------------------------------------------------------------- schedule and metrics
-
-class MetricsLog:
-  """`<workdir>/metrics.jsonl` plus TensorBoard (clu), written by process 0 only.
-
-  On a resume the rows past the restored step are dropped (they are about to be
-  recomputed; a half-written last line of a run killed mid-write goes with them),
-  and TensorBoard's event files are rewritten from the rows kept: both then hold
-  exactly the rows of an uninterrupted run, no point twice.
-  """
-
-  def __init__(self, workdir: epath.Path, resume_step: int):
-    self.active = jax.process_index() == 0
-    self.path = workdir / "metrics.jsonl"
-    kept = []
-    if self.active:
-      for line in self.path.read_text().splitlines() if self.path.exists() else ():
-        try:
-          row = json.loads(line)
-        except json.JSONDecodeError:
-          continue
-        if row.get("step", math.inf) <= resume_step:
-          kept.append(row)
-      self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
-      for events in workdir.glob("events.out.tfevents.*"):
-        events.unlink()
-    self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.active)
-    for row in kept:
-      self.writer.write_scalars(row["step"], {k: v for k, v in row.items() if k != "step"})
-
-  def write(self, step: int, scalars: dict[str, float]) -> None:
-    self.writer.write_scalars(step, scalars)
-    if self.active:
-      with self.path.open("a") as f:
-        f.write(json.dumps({"step": step, **scalars}) + "\n")
-
-  def close(self) -> None:
-    self.writer.flush()
-    self.writer.close()
-
+# ---------------------------------------------------------------------------- schedule
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
@@ -336,65 +220,10 @@ class Schedule:
     return step % every == 0 or step == self.num_steps
 
 
-class TrainMetrics:
-  """Per-step train metrics still on device, pulled to the host in batches.
-
-  Pulling checks every step's loss (UserError on NaN/Inf) and writes one
-  row per log point: mean loss and accuracy since the last row, and pairs/s of one
-  model (one seed). The metrics since the last row (`window`) are saved with each
-  checkpoint, so a resumed run's rows are an uninterrupted run's.
-  """
-
-  def __init__(self, config: ml_collections.ConfigDict, schedule: Schedule, log: MetricsLog,
-               progress: tqdm.tqdm, step: int, where: str, window: dict | None = None):
-    self.config, self.schedule, self.log, self.progress = config, schedule, log, progress
-    self.where = where  # names the last good checkpoint in errors
-    self.pending = []  # (end step, device metrics) of dispatches not pulled yet
-    self.since_log = [{k: np.asarray(v, np.float32) for k, v in metrics.items()}
-                      for metrics in (window or {}).get("dispatches", [])]
-    self.last_log = (step, time.perf_counter())
-
-  def window(self) -> dict:
-    """The pulled metrics not yet written, as JSON (each dispatch's KxS loss and accuracy)."""
-    return {"dispatches": [{k: v.tolist() for k, v in m.items()} for m in self.since_log]}
-
-  def add(self, end_step: int, metrics: dict) -> None:
-    self.pending.append((end_step, metrics))
-
-  def log_due(self) -> bool:
-    return bool(self.pending) and self.schedule.due(self.pending[-1][0], self.schedule.log_every)
-
-  def pull(self, last_good_step: int | None) -> None:
-    for end, metrics in self.pending:
-      metrics = jax.device_get(metrics)
-      bad_KxS = ~np.isfinite(metrics["loss"])
-      if bad_KxS.any():
-        k, s = np.argwhere(bad_KxS)[0]
-        step = end - self.schedule.steps_per_dispatch + k + 1
-        raise UserError(
-            f"loss is {metrics['loss'][k, s]} at step {step} (seed {self.config.seed + s}); "
-            f"stopped. The last good checkpoint is step {last_good_step} in {self.where}. "
-            "Lower config.learning_rate or check the input features for NaN/Inf.")
-      self.since_log.append({k: np.asarray(v, np.float32) for k, v in metrics.items()})
-      if self.schedule.due(end, self.schedule.log_every):
-        self._write(end)
-    self.pending.clear()
-
-  def _write(self, step: int) -> None:
-    now = time.perf_counter()
-    pairs_per_second = (step - self.last_log[0]) * self.config.batch_size / (now - self.last_log[1])
-    mean = lambda key: float(np.mean([m[key] for m in self.since_log]))
-    self.log.write(step, {"train_loss": mean("loss"), "train_accuracy": mean("accuracy"),
-                          "pairs_per_second": pairs_per_second})
-    self.progress.set_postfix(loss=f"{mean('loss'):.4f}", pairs_per_s=f"{pairs_per_second:.0f}")
-    self.progress.update(step - self.progress.n)
-    self.since_log, self.last_log = [], (step, now)
-
-
 # ---------------------------------------------------------------------------- checkpoint
 
 def save_checkpoint(ckpts: checkpoint.Checkpoints, state: TrainState,
-                    standardizers: tuple[pairs.Standardizer | None, pairs.Standardizer | None],
+                    standardizers: feeds.Standardizers,
                     train_window: dict) -> None:
   """Saves the latest state, the best model and the train-metric window as one checkpoint."""
   step = int(state.step)
@@ -406,152 +235,57 @@ def save_checkpoint(ckpts: checkpoint.Checkpoints, state: TrainState,
   ckpts.save(step, state, best, train_window)
 
 
-# ---------------------------------------------------------------------------- results
-
-def _t_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
-  """The `level` t-distribution interval of the mean of independent `values` (ddof=1)."""
-  half = (scipy.stats.t.ppf(0.5 + level / 2, len(values) - 1)
-          * np.std(values, ddof=1) / math.sqrt(len(values)))
-  return [float(np.mean(values) - half), float(np.mean(values) + half)]
+# ---------------------------------------------------------------------------- train
 
 
-def _auc(label_P: np.ndarray, score_P: np.ndarray) -> float | None:
-  """ROC-AUC, None when the pairs hold one label only (AUC is undefined)."""
-  return float(roc_auc_score(label_P, score_P)) if len(np.unique(label_P)) == 2 else None
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """What a finished (or resumed, finished) training leaves for evaluation."""
+  state: TrainState
+  model: Any
+  objective: objectives.Objective
+  feed: feeds.Feed
+  splits: dict[str, items.Split]
+  results: dict[str, Any]         # what the run knows before evaluation (results.json's head)
+  phases_s: dict[str, float]      # seconds of data, compile, train
 
 
-def bootstrap_interval(label_P: np.ndarray, match_prob_P: np.ndarray, num_resamples: int,
-                       seed: int, level: float = 0.95) -> dict[str, list[float] | None]:
-  """Percentile bootstrap over the test pairs: {'test_accuracy', 'test_auc'} intervals."""
-  rng = np.random.default_rng(seed)
-  index_RxP = rng.integers(0, len(label_P), (num_resamples, len(label_P)))
-  correct_P = (match_prob_P > 0.5) == (label_P == 1)
-  accuracy_R = correct_P[index_RxP].mean(axis=1)
-  auc_R = [_auc(label_P[index_P], match_prob_P[index_P]) for index_P in index_RxP]
-  quantiles = lambda x_R: [float(q) for q in np.quantile(x_R, [0.5 - level / 2, 0.5 + level / 2])]
-  auc_R = [a for a in auc_R if a is not None]
-  return {"test_accuracy": quantiles(accuracy_R), "test_auc": quantiles(auc_R) if auc_R else None}
-
-
-def results_of(config: ml_collections.ConfigDict, state: TrainState, test: dict,
-               splits: dict[str, data.Split], train_seconds: float | None,
-               steps_trained: int) -> dict[str, Any]:
-  """results.json: each metric's mean over seeds, with error bars and the test set's size.
-
-  Several seeds: `<key>_std` (sample std, ddof=1), `<key>_ci95` (t interval of the mean
-  over seeds) and `per_seed`. One seed: `<key>_ci95` for test accuracy and AUC is a
-  percentile bootstrap over the test pairs. `interval` says which.
-  """
-  best_val_S, best_step_S = jax.device_get((state.best_val_accuracy_S, state.best_step_S))
-  label_P = splits["test"].pairs.labels_P
-  num_seeds = config.num_seeds
-  per_seed = [{"test_accuracy": float(test["accuracy"][s]),
-               "test_auc": _auc(label_P, test["match_prob"][s]),
-               "val_accuracy": float(best_val_S[s]),
-               "best_step": int(best_step_S[s])} for s in range(num_seeds)]
-  pairs_per_second = (steps_trained * config.batch_size / train_seconds
-                      if steps_trained else None)
-  results = {"dataset": config.dataset, "model": config.model,
-             "objective": config.get("objective", "correspondence"), "num_seeds": num_seeds,
-             "steps": int(state.step), "test_pairs": len(label_P),
-             "validation_pairs": len(splits["validation"].pairs.labels_P),
-             "pair_fingerprint": {name: split.fingerprint for name, split in splits.items()},
-             # Which network made the image features the model reads (None: it reads pixels).
-             "inception_weights": (splits["test"].inception_weights
-                                   if inputs.kinds(config)[0] == "features" else None),
-             # Of one model (one seed); the seeds train at once, together all_seeds.
-             "pairs_per_second": pairs_per_second,
-             "pairs_per_second_all_seeds": pairs_per_second and pairs_per_second * num_seeds}
-  for key in per_seed[0]:
-    values = [row[key] for row in per_seed]
-    if None in values:
-      results[key] = None
-      continue
-    results[key] = values[0] if num_seeds == 1 else float(np.mean(values))
-    if num_seeds > 1:
-      results[f"{key}_std"] = float(np.std(values, ddof=1))
-      if key != "best_step":
-        results[f"{key}_ci95"] = _t_interval(np.asarray(values))
-  if num_seeds > 1:
-    results["interval"] = (f"95% t interval of the mean over {num_seeds} seeds; ± is the "
-                           "sample std (ddof=1)")
-    results["per_seed"] = per_seed
-  else:
-    resamples = config.report.bootstrap_resamples
-    for key, interval in bootstrap_interval(label_P, test["match_prob"][0], resamples,
-                                            config.seed).items():
-      results[f"{key}_ci95"] = interval
-    results["interval"] = (f"95% percentile bootstrap over the {len(label_P)} test pairs "
-                           f"({resamples} resamples); one seed")
-  oracle = pairs.oracle_accuracy(splits["test"])
-  if oracle is not None:
-    results["oracle_accuracy"] = oracle
-  return results
-
-
-def summary(results: dict[str, Any], workdir: epath.Path) -> str:
-  """The lines a run ends with: test accuracy (against the oracle if known) and where to look."""
-  spread = lambda key: (f"{results[key]:.3f} ± {results[key + '_std']:.3f}"
-                        if key + "_std" in results else f"{results[key]:.3f}")
-  line = (f"{report.row_key(results)} on {results['dataset']}: "
-          f"test accuracy {spread('test_accuracy')}")
-  if results.get("test_accuracy_ci95"):
-    line += " (95% CI {:.3f}-{:.3f})".format(*results["test_accuracy_ci95"])
-  if "test_pairs" in results:
-    line += f" on {results['test_pairs']} test pairs"
-  if "oracle_accuracy" in results:
-    line += (f", oracle {results['oracle_accuracy']:.3f}: "
-             f"{results['test_accuracy'] / results['oracle_accuracy']:.2f} x")
-  if results.get("test_auc") is not None:
-    line += f", AUC {spread('test_auc')}"
-  warning = report.random_features_warning(results)
-  return (f"{line}\n" + (f"{warning}\n" if warning else "")
-          + f"results: {workdir / 'results.json'}\nreport:  {workdir / 'report.md'}")
-
-
-# ---------------------------------------------------------------------------- train_and_evaluate
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       splits: dict[str, data.Split] | None = None) -> dict[str, Any]:
-  """Trains (or resumes) in `workdir`, evaluates the best params, writes results and report.
-
-  Args:
-    config: see configs/acp.py.
-    workdir: checkpoints, metrics and results (layout in acp_jax/checkpoint.py).
-    splits: 'train', 'validation' and 'test' splits; default `data.load_splits` of
-      config.dataset in config.data_dir.
-
-  Returns:
-    The results also written to `<workdir>/results.json`, with `retrieval` and
-    `models` (Table 4 rows) from the report (`<workdir>/report.md`, acp_jax/analysis.py).
-  """
-  workdir = epath.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+def train(config: ml_collections.ConfigDict, workdir: epath.Path,
+          splits: dict[str, items.Split] | None = None) -> Trained:
+  """Trains (or resumes) in `workdir` until every seed has stopped or the steps run out."""
+  start = time.perf_counter()
   checkpoint.write_config(workdir, config)
 
   # Mesh.
-  mesh = make_mesh(config.batch_size)
+  mesh = inputs.make_mesh(config.batch_size)
 
   # Input: what the model reads per item (acp_jax/inputs.py), standardised with
   # training statistics: every split's items on every device, or the media streamed.
   if splits is None:
     splits = data.load_splits(config.dataset, config.data_dir)
   pairs.check_sampleable(splits["train"], "train")
-  feed = (stream.StreamFeed if inputs.streams(config) else inputs.TableFeed)(config, splits, mesh)
-  standardizers = feed.standardizers
+  objective = objectives.create_objective(config)
+  feed = feeds.create_feed(config, splits, mesh, objective)
   schedule = Schedule.from_config(config, len(splits["train"].images.ids))
+  phases_s = {"data": time.perf_counter() - start}
 
   # Model and state.
+  start = time.perf_counter()
   model = models.create_model(config)
   tx = make_optimizer(config)
   init = make_init(config, model, tx, *feed.item_shapes)
   state, abstract_state = create_state(init, mesh)
 
-  # Update step and evaluation; the step compiled ahead so the loop's time is training.
-  train_chunk = make_train_chunk(config, model, tx, mesh, feed).lower(
+  # Update step and validation; the step compiled ahead so the loop's time is training.
+  train_chunk = make_train_chunk(config, model, tx, feed, objective).lower(
       state, feed.train_spec).compile()
-  evaluate = make_feed_evaluate(model, feed, objectives.create_objective(config))
-  record_eval = make_record_eval(config)
+  score = common.make_pair_scorer(model, objective)
+  record_eval = make_record_eval(config, objective)
+
+  def validate(state: TrainState) -> tuple[TrainState, dict]:
+    variables_S = {"params": state.params, "batch_stats": state.batch_stats}
+    return record_eval(state, score(variables_S, *feed.embed(model, variables_S, "validation"),
+                                    feed.fixed["validation"]))
 
   # Checkpoint: resume from the latest one if there is one.
   ckpts = checkpoint.Checkpoints(workdir)
@@ -560,14 +294,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     state, train_window = ckpts.restore_latest(abstract_state)
   step = start_step = int(state.step)
   stopped = not (np.asarray(state.evals_since_best_S) < config.patience).any()
+  phases_s["compile"] = time.perf_counter() - start
 
   # Loop: a dispatch's metrics are pulled after the next dispatch is queued, except at
   # evaluations and checkpoints, which wait for the state anyway.
-  log = MetricsLog(workdir, resume_step=step)
+  log = metric_log.MetricsLog(workdir, resume_step=step)
   progress = tqdm.tqdm(total=schedule.num_steps, initial=step, unit="step",
                        disable=jax.process_index() != 0)
-  train_metrics = TrainMetrics(config, schedule, log, progress, step, str(workdir), train_window)
-  start_time = time.perf_counter()
+  train_metrics = metric_log.TrainMetrics(
+      config, log, progress, step, str(workdir), steps_per_dispatch=schedule.steps_per_dispatch,
+      log_every=schedule.log_every, num_steps=schedule.num_steps, window=train_window)
+  start = time.perf_counter()
   try:
     train_data = feed.train_data(step, schedule.num_steps)
     while step < schedule.num_steps and not stopped:
@@ -581,39 +318,64 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if evaluating or saving:
         train_metrics.pull(ckpts.latest_step())
       if evaluating:
-        state, val = record_eval(state, evaluate(state.params, state.batch_stats, "validation"))
+        state, val = validate(state)
         val = jax.device_get(val)
         log.write(step, {"val_loss": float(np.mean(val["loss"])),
                          "val_accuracy": float(np.mean(val["accuracy"]))})
         stopped = not (np.asarray(state.evals_since_best_S) < config.patience).any()
       if saving or stopped:
-        save_checkpoint(ckpts, state, standardizers, train_metrics.window())
+        save_checkpoint(ckpts, state, feed.standardizers, train_metrics.window())
     train_metrics.pull(ckpts.latest_step())
-    train_seconds = time.perf_counter() - start_time
+    train_seconds = time.perf_counter() - start
   finally:
     feed.close()
     progress.close()
     ckpts.close()
     log.close()
+  phases_s["train"] = train_seconds
 
-  # Results: every seed's best params on the fixed test pairs.
-  test = jax.device_get(evaluate(state.best_params, state.best_batch_stats, "test"))
-  results = results_of(config, state, test, feed.splits, train_seconds, step - start_step)
+  steps_trained = step - start_step
+  pairs_per_second = steps_trained * config.batch_size / train_seconds if steps_trained else None
+  results = {"dataset": config.dataset, "model": config.model, "objective": config.objective,
+             "num_seeds": config.num_seeds, "steps": int(state.step),
+             "pair_fingerprint": {name: split.fingerprint for name, split in splits.items()},
+             # Which network made the image features the model reads (None: it reads pixels).
+             "inception_weights": (splits["test"].inception_weights
+                                   if inputs.kinds(config)[0] == "features" else None),
+             # Of one model (one seed); the seeds train at once, together all_seeds.
+             "pairs_per_second": pairs_per_second,
+             "pairs_per_second_all_seeds": pairs_per_second and pairs_per_second * config.num_seeds}
+  return Trained(state=state, model=model, objective=objective, feed=feed, splits=splits,
+                 results=results, phases_s=phases_s)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       splits: dict[str, items.Split] | None = None) -> dict[str, Any]:
+  """Trains (or resumes) in `workdir`, then evaluates every seed's best params.
+
+  Args:
+    config: see configs/acp.py.
+    workdir: checkpoints, metrics and results (layout in acp_jax/checkpoint.py).
+    splits: 'train', 'validation' and 'test' splits; default `data.load_splits` of
+      config.dataset in config.data_dir.
+
+  Returns:
+    The results also written to `<workdir>/results.json` by the evaluators of
+    `config.evals` (acp_jax/evaluate.py), with `phases_s`, the seconds of each phase.
+  """
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  trained = train(config, workdir, splits)
+  state = trained.state
+  subject = common.Subject(
+      config=config, module=trained.model, objective=trained.objective, feed=trained.feed,
+      variables_S={"params": state.best_params, "batch_stats": state.best_batch_stats},
+      val_accuracy_S=np.asarray(jax.device_get(state.best_val_accuracy_S)),
+      best_step_S=np.asarray(jax.device_get(state.best_step_S)), splits=trained.splits,
+      run_dir=workdir,
+      figures_dir=workdir / report.FIGURES_DIR if jax.process_index() == 0 else None)
+  results = evaluate.evaluate_run(subject, trained.results, config.evals, workdir,
+                                  config.report.compare, trained.phases_s)
   if jax.process_index() == 0:
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    # Report: rewrites results.json with retrieval (and the probes) added; the plain one
-    # stays if it fails.
-    models_S = analysis.seed_models(config, model, {"params": state.best_params,
-                                                    "batch_stats": state.best_batch_stats},
-                                    state.best_val_accuracy_S, standardizers)
-    best = models_S[inference.best_seed(np.asarray([m.val_accuracy for m in models_S]), None)]
-    figures = {}
-    if config.report.probes:
-      results["probe"], figures = probe.probe_model(best, feed.splits, config.report.probe,
-                                                    workdir)
-    results = analysis.report_run(results, workdir, run_dir=workdir, model=best,
-                                  test=feed.splits["test"], options=config.report,
-                                  data_dir=config.data_dir, figures=figures,
-                                  seed_models=models_S)
-    print(summary(results, workdir))
+    print(report.summary(results, workdir))
   return results

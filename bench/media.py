@@ -10,10 +10,10 @@ one record per item: 224x224 uint8 pixels, 6 s int16 segments, features), the la
 
   * pipeline: each corpus in a fresh process, the paper-setting L3-Net input (batch 32,
     224x224 images, 128-band log-spectrograms made on device, `--steps_per_dispatch`)
-    read through `stream.StreamFeed` with `--workers` processes: steps/s and peak RSS
+    read through `feeds.StreamFeed` with `--workers` processes: steps/s and peak RSS
     of the main process and of the largest worker;
   * step: training steps/s of the CPU demo's L3-Net (configs/l3net.py:synthetic) on
-    the smaller corpus, streamed against the in-memory path (`inputs.TableFeed`: every
+    the smaller corpus, streamed against the in-memory path (`feeds.TableFeed`: every
     item's input made once and held on device), measured alternately. Where a
     streamed step's time goes: configs/l3net.py's docstring.
 """
@@ -31,10 +31,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from acp_jax import data
+from acp_jax import feeds
 from acp_jax import inputs
+from acp_jax import items
 from acp_jax import labels
 from acp_jax import models
-from acp_jax import stream
+from acp_jax import objectives
 from acp_jax import train
 from configs import l3net
 from tfds_imac.imac import examples
@@ -89,15 +91,15 @@ def _builder(size: str, num_images: int, data_dir: str) -> tfds.core.DatasetBuil
   return AcpBenchMedia(config=config, data_dir=data_dir, file_format="array_record")
 
 
-def build(size: str, num_images: int, data_dir: str) -> data.Split:
+def build(size: str, num_images: int, data_dir: str) -> items.Split:
   """The train split of a generated corpus (built if absent), streamed from its records."""
   builder = _builder(size, num_images, data_dir)
   builder.download_and_prepare()
   images, music = (data.items_of_source(builder.as_data_source(split=split))
                     for split in ("train_images", "train_music"))
   # The benchmark evaluates nothing: two placeholder fixed pairs.
-  return data.Split(images, music, data.Pairs(np.zeros(2, np.int32), np.zeros(2, np.int32),
-                                              np.array([1, 0], np.int32)))
+  return items.Split(images, music, items.Pairs(np.zeros(2, np.int32), np.zeros(2, np.int32),
+                                                np.array([1, 0], np.int32)))
 
 
 def _peak_rss_mb(who: int) -> float:
@@ -111,10 +113,11 @@ def pipeline(size: str, num_images: int, data_dir: str, dispatches: int, workers
   config.input.workers = workers
   config.steps_per_dispatch = steps_per_dispatch
   split = build(size, num_images, data_dir)
-  feed = stream.StreamFeed(config, {"train": split}, train.make_mesh(config.batch_size))
+  feed = feeds.StreamFeed(config, {"train": split}, inputs.make_mesh(config.batch_size),
+                          objectives.create_objective(config))
   # Every step's model inputs made on device, one step after the other as in training.
   make_inputs = jax.jit(lambda batches: jax.lax.map(
-      jax.vmap(lambda batch: feed.pairs(None, batch)[:2]), batches))
+      jax.vmap(lambda batch: feed.step_inputs(None, batch)[:2]), batches))
   batches = feed.train_data(0, (dispatches + 1) * config.steps_per_dispatch)
   jax.block_until_ready(make_inputs(next(batches)))  # compiles; workers start
   start = time.perf_counter()
@@ -134,14 +137,15 @@ def step_throughput(num_images: int, data_dir: str, dispatches: int, steps_per_d
   config = l3net.get_config("synthetic")
   config.steps_per_dispatch = steps_per_dispatch
   split = build("small", num_images, data_dir)
-  mesh = train.make_mesh(config.batch_size)
+  mesh = inputs.make_mesh(config.batch_size)
   model, tx = models.create_model(config), train.make_optimizer(config)
-  feeds = {"stream": stream.StreamFeed(config, {"train": split}, mesh),
-           "in_memory": inputs.TableFeed(config, {"train": split}, mesh)}
+  objective = objectives.create_objective(config)
+  both = {"stream": feeds.StreamFeed(config, {"train": split}, mesh, objective),
+          "in_memory": feeds.TableFeed(config, {"train": split}, mesh, objective)}
   run = {}
-  for name, feed in feeds.items():
+  for name, feed in both.items():
     state, _ = train.create_state(train.make_init(config, model, tx, *feed.item_shapes), mesh)
-    chunk = train.make_train_chunk(config, model, tx, mesh, feed).lower(
+    chunk = train.make_train_chunk(config, model, tx, feed, objective).lower(
         state, feed.train_spec).compile()
     run[name] = [chunk, state, feed.train_data(0, 10 ** 6), []]
   for _ in range(rounds):  # alternate, so that the machine's load weighs on both alike
@@ -154,7 +158,7 @@ def step_throughput(num_images: int, data_dir: str, dispatches: int, steps_per_d
       jax.block_until_ready((state, metrics))
       times.append(time.perf_counter() - start)
       run[name][1] = state
-  for feed in feeds.values():
+  for feed in both.values():
     feed.close()
   steps = dispatches * config.steps_per_dispatch
   per_s = {name: steps / min(times) for name, (_, _, _, times) in run.items()}

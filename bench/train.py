@@ -34,9 +34,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from acp_jax import feeds
 from acp_jax import inputs
+from acp_jax import items
 from acp_jax import models
-from acp_jax import pairs
+from acp_jax import objectives
 from acp_jax import train
 from configs import acp
 
@@ -51,16 +53,16 @@ FLAGS = flags.FLAGS
 NUM_IMAGES, NUM_MUSIC, IMAGE_DIM, MUSIC_DIM, NUM_CLASSES = 8192, 1024, 2048, 193, 3
 
 
-def _host_tables(rng: np.random.Generator) -> tuple[pairs.Tables, np.ndarray, np.ndarray]:
-  image_labels_N = rng.integers(0, NUM_CLASSES, NUM_IMAGES).astype(np.int32)
-  music_labels_M = np.sort(rng.integers(0, NUM_CLASSES, NUM_MUSIC)).astype(np.int32)
-  count_C = np.bincount(music_labels_M, minlength=NUM_CLASSES).astype(np.int32)
-  tables = pairs.Tables(
-      image_NxD=rng.normal(size=(NUM_IMAGES, IMAGE_DIM)).astype(np.float32),
-      music_MxD=rng.normal(size=(NUM_MUSIC, MUSIC_DIM)).astype(np.float32),
-      image_labels_N=image_labels_N, music_by_class_M=np.arange(NUM_MUSIC, dtype=np.int32),
-      music_start_C=(np.cumsum(count_C) - count_C).astype(np.int32), music_count_C=count_C)
-  return tables, image_labels_N, music_labels_M
+def _train_split(rng: np.random.Generator) -> items.Split:
+  """Random features and classes of IMAC's dimensions (the benchmark evaluates nothing)."""
+  make = lambda num, dim, labels_N: items.Items(
+      ids=tuple(map(str, range(num))), labels_N=labels_N, cues_N=-np.ones(num, np.int32),
+      features_NxD=rng.normal(size=(num, dim)).astype(np.float32))
+  images = make(NUM_IMAGES, IMAGE_DIM, rng.integers(0, NUM_CLASSES, NUM_IMAGES).astype(np.int32))
+  music = make(NUM_MUSIC, MUSIC_DIM,
+               np.sort(rng.integers(0, NUM_CLASSES, NUM_MUSIC)).astype(np.int32))
+  none = np.zeros(0, np.int32)
+  return items.Split(images, music, items.Pairs(none, none, none))
 
 
 def _best_seconds(paths: dict[str, Callable[[], None]], rounds: int,
@@ -126,22 +128,25 @@ def host_sampler(image_labels_N: np.ndarray, music_labels_M: np.ndarray, batch_s
   return sample
 
 
-def bench_batch(batch_size: int, tables_host, image_labels_N, music_labels_M,
-                rounds: int, round_seconds: float) -> dict[str, float]:
+def bench_batch(batch_size: int, split: items.Split, rounds: int,
+                round_seconds: float) -> dict[str, float]:
   config = acp.get_config()  # a fresh copy: nothing set for one batch size leaks to the next
   config.batch_size = batch_size
   # About as many pairs per dispatch at every batch size; dispatch cost is negligible
   # beside a step of 4096 pairs.
   config.steps_per_dispatch = max(1, config.steps_per_dispatch * 256 // batch_size)
-  mesh = train.make_mesh(batch_size)
+  mesh = inputs.make_mesh(batch_size)
   model = models.create_model(config)
   tx = train.make_optimizer(config)
   init = train.make_init(config, model, tx, IMAGE_DIM, MUSIC_DIM)
 
   # Real: on-device sampling, several steps per dispatch, donated state.
-  tables = inputs.replicate(tables_host, mesh)
+  objective = objectives.create_objective(config)
+  feed = feeds.TableFeed(config, {"train": split}, mesh, objective)
+  tables = feed.tables["train"]
   state, _ = train.create_state(init, mesh)
-  chunk = train.make_train_chunk(config, model, tx, mesh).lower(state, tables).compile()
+  chunk = train.make_train_chunk(config, model, tx, feed, objective).lower(
+      state, tables).compile()
 
   def real_once():
     nonlocal state
@@ -150,7 +155,8 @@ def bench_batch(batch_size: int, tables_host, image_labels_N, music_labels_M,
 
   # Straightforward: host sampling and gather, a transfer and a dispatch per step.
   params, opt_state = jax.tree.map(lambda x: x[0], (state.params, state.opt_state))
-  sample = host_sampler(image_labels_N, music_labels_M, batch_size, np.random.default_rng(0))
+  sample = host_sampler(split.images.labels_N, split.music.labels_N, batch_size,
+                        np.random.default_rng(0))
 
   @jax.jit
   def step(params, opt_state, image_BxD, music_BxD, label_B, key):
@@ -167,8 +173,8 @@ def bench_batch(batch_size: int, tables_host, image_labels_N, music_labels_M,
   def straightforward_once():
     nonlocal params, opt_state, step_count
     image_B, music_B, label_B = sample()
-    params, opt_state, loss = step(params, opt_state, tables_host.image_NxD[image_B],
-                                   tables_host.music_MxD[music_B], label_B,
+    params, opt_state, loss = step(params, opt_state, split.images.features_NxD[image_B],
+                                   split.music.features_NxD[music_B], label_B,
                                    jax.random.key(step_count))
     step_count += 1
     float(loss)
@@ -186,10 +192,10 @@ def bench_batch(batch_size: int, tables_host, image_labels_N, music_labels_M,
 
 def main(argv: list[str]) -> None:
   del argv
-  tables_host, image_labels_N, music_labels_M = _host_tables(np.random.default_rng(0))
+  split = _train_split(np.random.default_rng(0))
   peak = matmul_peak([int(n) for n in FLAGS.peak_sizes], FLAGS.rounds, FLAGS.round_seconds)
-  rows = {int(b): bench_batch(int(b), tables_host, image_labels_N, music_labels_M,
-                              FLAGS.rounds, FLAGS.round_seconds) for b in FLAGS.batch_sizes}
+  rows = {int(b): bench_batch(int(b), split, FLAGS.rounds, FLAGS.round_seconds)
+          for b in FLAGS.batch_sizes}
   for row in rows.values():
     row["fraction_of_peak"] = row["flops_per_second"] / peak["flops_per_second"]
   report = {"device": str(jax.devices()[0].device_kind), "num_devices": jax.device_count(),

@@ -21,7 +21,7 @@ Demo on generated data (no download; the first run builds `imac/synthetic`, ~1 m
   the corpus's label noise sets): 0.98 x; both in /tmp/acp_synthetic/results.json, with
   report.md and figures/ beside it. The
   report's Table 5 is filled too: the emotion probes of configs/probe.py run on the best
-  checkpoint at the end (`config.report.probes`, on for this config only).
+  checkpoint at the end (`config.evals.probes`, in this config only).
 
 Any field can be overridden, e.g. `--config.batch_size=512 --config.num_seeds=3`.
 """
@@ -32,23 +32,17 @@ from acp_jax import UserError
 
 
 def report_config() -> ml_collections.ConfigDict:
-  """What a run's report shows; shared by the training, probe and retrieve configs."""
+  """How a run's report is laid out; shared by the training and evaluate configs."""
   report = ml_collections.ConfigDict()
   # Other runs' workdirs, comma-separated: their results.json rows join Table 4, keyed by
-  # their `model` (acp, l3net, spectrogram_acp); this run's own row wins.
+  # their `model` (acp, l3net, spectrogram_acp) and objective; this run's own row wins.
   report.compare = ""
-  # Directory holding images/<emotion>/<name>.<ext> (the IMAC manual dir) for the gallery's
-  # thumbnails; None: a media config's pixels or a synthetic config's corpus, else placeholders.
-  report.image_dir = ml_collections.config_dict.placeholder(str)
-  report.gallery_rows_per_class = 2     # music segments of each class in the gallery
-  report.gallery_top_k = 5              # top-ranked images shown per segment
-  report.map_points = 2000              # t-SNE embedding maps: at most this many points each
-  report.score_block = 8192             # (music, image) pairs scored per call; ~12 kB each
   return report
 
 
 def probe_settings() -> ml_collections.ConfigDict:
-  """The MLP probes of Table 5 (acp_jax/probe.py, train_probe), the same for images and music."""
+  """The MLP probes of Table 5 (acp_jax/evaluators/probes.py, train_probe), the same for
+  images and music."""
   settings = ml_collections.ConfigDict()
   settings.hidden = (512, 32)           # hidden widths (paper, music; images unstated)
   settings.learning_rate = 1e-3         # Adam
@@ -59,6 +53,31 @@ def probe_settings() -> ml_collections.ConfigDict:
   settings.patience = 20                # epochs without a better validation accuracy
   settings.seed = 0                     # initialisation, shuffling, dropout
   return settings
+
+
+def evals_config(probes: bool = False) -> ml_collections.ConfigDict:
+  """The evaluators run on the best params, in order (acp_jax/evaluate.py): {name: options}.
+
+  An entry's `type` (default: its name) is a module of acp_jax/evaluators; drop an entry
+  to skip it (`pairs` gives results.json's test accuracy, so keep that one).
+  """
+  evals = ml_collections.ConfigDict()
+  evals.pairs = ml_collections.ConfigDict()  # accuracy and AUC on the fixed test pairs
+  evals.pairs.bootstrap_resamples = 2000   # one seed: test-pair bootstrap for the 95% interval
+  evals.retrieval = ml_collections.ConfigDict()  # music <-> image retrieval, both ways
+  evals.retrieval.ks = (1, 5, 10)          # precision cut-offs
+  evals.retrieval.score_block = 8192       # (music, image) pairs scored per call; ~12 kB each
+  if probes:
+    evals.probes = probe_settings()        # Table 5: MLP emotion probes on the embeddings
+  evals.figures = ml_collections.ConfigDict()  # curves, confusion, t-SNE maps, gallery
+  # Directory holding images/<emotion>/<name>.<ext> (the IMAC manual dir) for the gallery's
+  # thumbnails; None: a media config's pixels or a synthetic config's corpus, else placeholders.
+  evals.figures.image_dir = ml_collections.config_dict.placeholder(str)
+  evals.figures.gallery_rows_per_class = 2  # music segments of each class in the gallery
+  evals.figures.gallery_top_k = 5        # top-ranked images shown per segment
+  evals.figures.map_points = 2000        # t-SNE embedding maps: at most this many points each
+  evals.figures.score_block = evals.retrieval.score_block  # pairs scored per call (gallery)
+  return evals
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -73,6 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Model (paper section 3; widths the paper leaves out are ours).
   config.model = "acp"                  # key of models.MODELS
+  config.objective = "correspondence"   # ACP-Net's pair cross-entropy (acp_jax/objectives.py)
   config.image_widths = (1024, 1024)    # image tower: 2 FC layers, ending in the 1024-d embedding
   config.music_widths = (256, 512, 1024, 1024)  # music tower: 4 FC layers, ending in 1024-d
   config.fusion_widths = (1024, 256, 64)  # hidden fusion FC layers; a 4th FC gives the 2 logits
@@ -99,12 +119,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_epochs = 1.0        # validation accuracy, early stopping
   config.checkpoint_every_epochs = 1.0  # latest (and best, if it changed) checkpoint
 
-  # Report written at the end (report.md, results.json, figures/; acp_jax/analysis.py).
+  # Evaluation of the best params at the end (acp_jax/evaluate.py), and its report
+  # (report.md, results.json, figures/).
+  config.evals = evals_config()
   config.report = report_config()
-  # Table 5 at the end of training: the emotion probes of configs/probe.py on the best seed.
-  config.report.probes = False
-  config.report.probe = probe_settings()
-  config.report.bootstrap_resamples = 2000  # one seed: test-pair bootstrap for the 95% interval
 
   if arg == "synthetic":
     config.dataset = "imac/synthetic"
@@ -118,7 +136,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.steps_per_dispatch = 10
     config.log_every_steps = 30
     config.checkpoint_every_epochs = 25.0
-    config.report.probes = True         # the demo's report fills Table 5 too
+    config.evals = evals_config(probes=True)  # the demo's report fills Table 5 too
   elif arg is not None:
     raise UserError(f"unknown config argument {arg!r}; use configs/acp.py or "
                      "configs/acp.py:synthetic")

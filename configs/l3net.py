@@ -11,7 +11,7 @@ Paper setting, on the real IMAC media (build `imac/media` as in tfds_imac/imac/R
   python launch.py --config=configs/l3net.py --workdir=/tmp/l3net_imac
 
   Not run here (no real data). The media stream from the item-level ArrayRecord
-  splits (acp_jax/stream.py): `config.input.workers` processes read each step's
+  splits (acp_jax/feeds.py): `config.input.workers` processes read each step's
   pairs, which reach the devices `config.input.device_prefetch` dispatches ahead;
   log-spectrograms and 224x224 images are made on device per batch. Host memory is
   set by the batch, the workers and the prefetch depths, not by the corpus: a
@@ -73,7 +73,7 @@ def media_config(arg: str | None, name: str) -> ml_collections.ConfigDict:
   config.spectrogram.num_mel_bins = 128
   config.spectrogram.log_floor = 1e-5      # added to the magnitude before the log
 
-  # Input pipeline (acp_jax/stream.py): media read per step by index; memory is set by
+  # Input pipeline (acp_jax/feeds.py): media read per step by index; memory is set by
   # these and the batch, not by the corpus.
   config.input = ml_collections.ConfigDict()
   config.input.stream = True            # False: all media prepared once and held on device

@@ -35,5 +35,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The Keras Inception-V3 .h5 the dataset was built with, needed for image queries when
   # its metadata says 'imagenet' (for the real IMAC: <manual_dir>/inception_v3_..._notop.h5).
   config.inception_weights = placeholder(str)
-  config.score_block = acp.report_config().score_block  # pairs scored per call
+  config.score_block = acp.evals_config().retrieval.score_block  # pairs scored per call
   return config

@@ -26,7 +26,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from acp_jax import data
+from acp_jax import items
 from acp_jax import labels
 from configs import acp
 from configs import l3net
@@ -46,7 +46,7 @@ SIZES = {"train": (340, 130, 340), "validation": (50, 20, 100), "test": (100, 40
 
 
 def _items(rng: np.random.Generator, prefix: str, num: int, means_CxD: np.ndarray,
-           label_noise: float, with_emotions: bool) -> data.Items:
+           label_noise: float, with_emotions: bool) -> items.Items:
   cues_N = rng.integers(0, NUM_CLASSES, num).astype(np.int32)
   relabel_N = rng.random(num) < label_noise
   labels_N = np.where(relabel_N, rng.integers(0, NUM_CLASSES, num), cues_N).astype(np.int32)
@@ -56,12 +56,13 @@ def _items(rng: np.random.Generator, prefix: str, num: int, means_CxD: np.ndarra
     by_class = [[e for e, name in enumerate(labels.EMOTIONS) if labels.EMOTION_TO_CLASS[name] == c]
                 for c in range(NUM_CLASSES)]
     emotions_N = np.array([rng.choice(by_class[c]) for c in labels_N], np.int32)
-  return data.Items(ids=tuple(f"{prefix}{i:05d}" for i in range(num)),
+  return items.Items(ids=tuple(f"{prefix}{i:05d}" for i in range(num)),
                     features_NxD=features_NxD.astype(np.float32), labels_N=labels_N,
                     cues_N=cues_N, emotions_N=emotions_N)
 
 
-def _pairs(rng: np.random.Generator, images: data.Items, music: data.Items, num: int) -> data.Pairs:
+def _pairs(rng: np.random.Generator, images: items.Items, music: items.Items,
+           num: int) -> items.Pairs:
   """Balanced fixed pairs: images uniform, music of the same class for half of them."""
   image_P = rng.integers(0, len(images.ids), num).astype(np.int32)
   labels_P = (np.arange(num) % 2 == 0).astype(np.int32)
@@ -69,12 +70,12 @@ def _pairs(rng: np.random.Generator, images: data.Items, music: data.Items, num:
   for p, (i, match) in enumerate(zip(image_P, labels_P)):
     same = music.labels_N == images.labels_N[i]
     music_P[p] = rng.choice(np.flatnonzero(same if match else ~same))
-  return data.Pairs(image_P, music_P, labels_P)
+  return items.Pairs(image_P, music_P, labels_P)
 
 
 def make_splits(seed: int = 0, *, signal: float = 0.3, label_noise: float = 0.1,
                 image_dim: int = IMAGE_DIM, music_dim: int = MUSIC_DIM,
-                sizes: dict[str, tuple[int, int, int]] | None = None) -> dict[str, data.Split]:
+                sizes: dict[str, tuple[int, int, int]] | None = None) -> dict[str, items.Split]:
   """Train, validation and test splits sharing each modality's class means.
 
   Args:
@@ -95,12 +96,15 @@ def make_splits(seed: int = 0, *, signal: float = 0.3, label_noise: float = 0.1,
     ids = [(images.ids[i], music.ids[m], int(y))
            for i, m, y in zip(fixed.image_P, fixed.music_P, fixed.labels_P)]
     fingerprint = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:12]
-    splits[name] = data.Split(images, music, fixed, fingerprint)
+    # Every cue is known here: the oracle answers 'match' iff the two cues agree.
+    oracle = np.mean((images.cues_N[fixed.image_P] == music.cues_N[fixed.music_P])
+                     == (fixed.labels_P == 1))
+    splits[name] = items.Split(images, music, fixed, fingerprint, oracle_accuracy=float(oracle))
   return splits
 
 
-def with_media(splits: dict[str, data.Split], seed: int = 0, *, image_side: int = 16,
-               seconds: float = 1.0) -> dict[str, data.Split]:
+def with_media(splits: dict[str, items.Split], seed: int = 0, *, image_side: int = 16,
+               seconds: float = 1.0) -> dict[str, items.Split]:
   """The splits as a media config's: each item's record (its `source`) holds its features,
   uint8 pixels of the cue's colour or int16 tones of the cue's pitch, as tfds.data_source's."""
   rng = np.random.default_rng(seed)
@@ -109,12 +113,12 @@ def with_media(splits: dict[str, data.Split], seed: int = 0, *, image_side: int 
   time_T = np.arange(round(seconds * 22050)) / 22050
   no_pixels, no_waveform = np.zeros((0, image_side, 3), np.uint8), np.zeros((0,), np.int16)
 
-  def records(items: data.Items, field: str, media_N: np.ndarray) -> list[dict]:
-    emotions_N = items.emotions_N if items.emotions_N is not None else -np.ones_like(items.cues_N)
-    return [{"id": item_id, "label": items.labels_N[i], "cue": items.cues_N[i],
-             "emotion": emotions_N[i], "song_id": "", "features": items.features_NxD[i],
+  def records(its: items.Items, field: str, media_N: np.ndarray) -> list[dict]:
+    emotions_N = its.emotions_N if its.emotions_N is not None else -np.ones_like(its.cues_N)
+    return [{"id": item_id, "label": its.labels_N[i], "cue": its.cues_N[i],
+             "emotion": emotions_N[i], "song_id": "", "features": its.features_NxD[i],
              "pixels": no_pixels, "waveform": no_waveform, field: media_N[i]}
-            for i, item_id in enumerate(items.ids)]
+            for i, item_id in enumerate(its.ids)]
 
   out = {}
   for name, split in splits.items():
@@ -123,8 +127,8 @@ def with_media(splits: dict[str, data.Split], seed: int = 0, *, image_side: int 
         0, 40, (len(image_cue_N), image_side, image_side, 3))
     tones = 0.3 * np.sin(2 * np.pi * pitch_C[music_cue_M][:, None] * time_T) + rng.normal(
         0, 0.05, (len(music_cue_M), len(time_T)))
-    media_items = lambda items, field, media_N: dataclasses.replace(
-        items, features_NxD=None, source=records(items, field, media_N))
+    media_items = lambda its, field, media_N: dataclasses.replace(
+        its, features_NxD=None, source=records(its, field, media_N))
     out[name] = dataclasses.replace(
         split,
         images=media_items(split.images, "pixels", np.clip(pixels, 0, 255).astype(np.uint8)),
@@ -145,7 +149,7 @@ def small_config(**overrides) -> ml_collections.ConfigDict:
   config.log_every_steps = 4
   config.eval_every_epochs = 0.25       # every 6 steps
   config.checkpoint_every_epochs = 0.5  # every 12 steps
-  config.report.probes = False          # tests that want Table 5 turn it on
+  config.evals = acp.evals_config()     # no probes: tests that want Table 5 add them
   config.update(overrides)
   return config
 
@@ -155,7 +159,7 @@ def small_media_config(model: str, **overrides) -> ml_collections.ConfigDict:
   config = {"l3net": l3net, "spectrogram_acp": spectrogram_acp}[model].get_config("synthetic")
   shrunk = small_config()
   for key in ("batch_size", "num_epochs", "num_seeds", "steps_per_dispatch", "log_every_steps",
-              "eval_every_epochs", "checkpoint_every_epochs", "report"):
+              "eval_every_epochs", "checkpoint_every_epochs", "evals", "report"):
     config[key] = shrunk[key]
   config.spectrogram.num_mel_bins = 8
   config.input.workers = 0              # read in the test's process: no worker start-up
@@ -177,15 +181,15 @@ def kill_at(moment: str) -> None:
 
   'saving:STEP': as soon as the checkpoint of STEP is being written (orbax commits it
   in the background); 'saved:STEP': once it is committed; 'results': when the run is
-  about to compute results.json.
+  about to evaluate its best params and write results.json.
   """
   from acp_jax import checkpoint
-  from acp_jax import train
+  from acp_jax import evaluate
 
   kill = lambda *_, **__: os.kill(os.getpid(), signal.SIGKILL)
   what, _, step = moment.partition(":")
   if what == "results":
-    train.results_of = kill
+    evaluate.evaluate_run = kill
     return
   save = checkpoint.Checkpoints.save
 

@@ -1,4 +1,4 @@
-"""End to end on a small generated IMAC: train, probe, retrieve by file, and their reports.
+"""End to end on a small generated IMAC: train, evaluate with probes, retrieve by file, reports.
 
 One test, in order, because each step needs the previous one's outputs and the
 dataset build dominates the cost (~30 s on 2 cores).
@@ -18,12 +18,11 @@ import tensorflow_datasets as tfds
 import fakes
 import launch
 from acp_jax import UserError
-from acp_jax import analysis
 from acp_jax import data
-from acp_jax import inference
-from acp_jax import probe
+from acp_jax import evaluate
 from acp_jax import query
 from acp_jax import train
+from configs import acp
 from configs import probe as probe_config
 from configs import retrieve as retrieve_config
 from tfds_imac import synthetic
@@ -78,8 +77,8 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
   # Train, with Table 5 at the end as the demo has it: the report of the best seed.
   config = fakes.small_config(dataset=DATASET, data_dir=str(data_dir), num_epochs=30, patience=1000,
                               num_seeds=2, eval_every_epochs=2.0, checkpoint_every_epochs=2.0)
-  config.report.probes = True
-  config.report.probe.update(epochs=20, patience=10)
+  config.evals = acp.evals_config(probes=True)
+  config.evals.probes.update(epochs=20, patience=10)
   results = train.train_and_evaluate(config, str(run_dir))
   probe_figures = {f"probe_{name}_{kind}" for name in ("image", "music")
                    for kind in ("curves", "confusion")}
@@ -95,7 +94,8 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
   assert results["inception_weights"] == "random(seed=0)"
   assert "random-init Inception-V3 (random(seed=0))" in (run_dir / "report.md").read_text()
 
-  # Probe, with another run's row in Table 4: a run on the same pairs only.
+  # Evaluate again with the probes, with another run's row in Table 4: a run on the same
+  # pairs only.
   other = tmp_path / "l3net_run"
   other.mkdir()
   other_results = {"model": "l3net", "test_accuracy": 0.5125, "dataset": DATASET,
@@ -104,8 +104,8 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
   config = probe_config.get_config()
   config.checkpoint_dir = str(run_dir)
   config.report.compare = str(other)
-  config.probe.update(epochs=20, patience=10)
-  probed = probe.run(config, str(tmp_path / "probe"))
+  config.evals.probes.update(epochs=20, patience=10)
+  probed = evaluate.run(config, str(tmp_path / "probe"))
   _check_report(tmp_path / "probe", probed, FIGURES | probe_figures)
   for name, num_classes in (("image", 8), ("music", 3)):
     result = probed["probe"][name]
@@ -115,15 +115,18 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
   # images of 8 emotions, drawn uniformly within a class here, are too few to tell.)
   music = probed["probe"]["music"]
   assert music["test_accuracy"] > music["chance"] + 0.1, {k: v for k, v in music.items() if k != "history"}
-  # The probe run analyses the run's best seed alone; the training run's macro figures are
-  # means over its seeds, its per-class ones the best seed's.
+  # The restored checkpoint evaluates as the end of training did: the same evaluators on
+  # the same seeds (macro figures are means over the seeds, per-class ones the best seed's).
+  assert probed["retrieval"] == results["retrieval"]
+  for key in ("test_accuracy", "test_accuracy_std", "test_auc", "per_seed", "analysed_model"):
+    assert probed[key] == results[key], key
   for direction, metrics in results["retrieval"].items():
-    assert probed["retrieval"][direction]["per_class"] == metrics["per_class"], direction
+    assert set(metrics["per_class"]["p@1"]) != {None}, direction
   mismatched = {**other_results, "pair_fingerprint": {**results["pair_fingerprint"],
                                                       "test": "000000000000"}}
   (other / "results.json").write_text(json.dumps(mismatched))
   with pytest.raises(UserError, match="a run on other fixed pairs .*not comparable"):
-    probe.run(config, str(tmp_path / "probe"))
+    evaluate.run(config, str(tmp_path / "probe"))
   report = (tmp_path / "probe" / "report.md").read_text()
   assert "| L³-Net [13] | 57.17 | 51.25 |" in report
   image_accuracy = 100 * probed["probe"]["image"]["test_accuracy"]
@@ -132,7 +135,7 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
   # Queries are featurised as the builder featurised the dataset's items.
   splits = data.load_splits(DATASET, str(data_dir))
   corpus = imac.synthetic_corpus_dir(data_dir / "downloads", TinyImac.BUILDER_CONFIGS[0].synthetic)
-  assert analysis.image_dir(config.report, DATASET, str(data_dir)) == corpus  # gallery pixels
+  assert splits["test"].image_root == corpus  # the gallery's pixels
   builder = tfds.builder(DATASET, data_dir=str(data_dir))
   test = splits["test"]
   song = test.music.ids[0].split("#")[0]
@@ -183,6 +186,8 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
   run_config = json.loads((edited / "config.json").read_text())
   (edited / "config.json").write_text(json.dumps({**run_config, "fusion_widths": [8, 8, 4]}))
   with pytest.raises(ValueError, match="does not match its config.json.*fusion_widths"):
-    inference.from_run(edited)
+    evaluate.restore(edited)
   with pytest.raises(ValueError, match=f"holds a run on {DATASET}, not imac/features"):
-    inference.from_run(run_dir, dataset="imac/features")
+    evaluate.restore(run_dir, dataset="imac/features")
+  with pytest.raises(ValueError, match="seed index 2 is out of range: the run trained 2 seed"):
+    evaluate.restore(run_dir, seed=2)

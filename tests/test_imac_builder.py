@@ -12,6 +12,7 @@ from etils import epath
 import tensorflow_datasets as tfds
 
 from acp_jax import data
+from acp_jax import items
 from acp_jax.features import media
 from tfds_imac import synthetic
 from tfds_imac.imac import config
@@ -164,7 +165,7 @@ def _check_removed_items_change_only_their_pairs(builder, full, removed):
     # The built pairs are the shared rule applied to the built items.
     image_P, music_P, label_P, _ = imac_splits.make_pairs(
         split.images.ids, split.images.labels_N, split.music.ids, split.music.labels_N)
-    assert _pairs(dataclasses.replace(split, pairs=data.Pairs(image_P, music_P, label_P))) == built
+    assert _pairs(dataclasses.replace(split, pairs=items.Pairs(image_P, music_P, label_P))) == built
   assert lost >= len(removed)  # the removal did take pairs away
 
 

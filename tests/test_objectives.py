@@ -7,10 +7,9 @@ import pytest
 
 import fakes
 from acp_jax import checkpoint
-from acp_jax import inputs
+from acp_jax import evaluate
 from acp_jax import models
 from acp_jax import objectives
-from acp_jax import pairs
 from acp_jax import train
 from configs import contrastive
 
@@ -125,15 +124,11 @@ def test_contrastive_objective_learns_and_keeps_its_validation_threshold(tmp_pat
   # The best checkpoint holds the threshold chosen on the validation pairs: it is the
   # best cut of the restored model's validation scores, and it gives the test accuracy.
   best = checkpoint.load_best(tmp_path)
-  module = models.create_model(best.config)
-  evaluate = train.make_evaluate(module, None, objectives.create_objective(best.config))
-  tables = {name: pairs.make_tables(splits[name], best.image_standardizer,
-                                    best.music_standardizer) for name in ("validation", "test")}
   threshold = float(best.batch_stats[models.THRESHOLD][0])
   assert threshold != 0.0
-  val = evaluate(best.params, tables["validation"], inputs.fixed_pairs(splits["validation"]),
-                 best.batch_stats)
+  restored = evaluate.restore(tmp_path, splits=splits)
+  val = restored.pair_metrics("validation")
   assert abs(float(val["cut"][0])) < 1e-5  # already at the best cut
   assert float(val["accuracy"][0]) == pytest.approx(results["val_accuracy"])
-  test = evaluate(best.params, tables["test"], inputs.fixed_pairs(splits["test"]), best.batch_stats)
+  test = restored.pair_metrics("test")
   assert float(test["accuracy"][0]) == pytest.approx(results["test_accuracy"])

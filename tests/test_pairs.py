@@ -1,5 +1,5 @@
 """Device tables and pair sampling (on device, and on the host for the media stream):
-balance, labels, uniformity; the oracle."""
+balance, labels, uniformity; the input standardiser."""
 
 import dataclasses
 
@@ -8,26 +8,32 @@ import numpy as np
 import pytest
 
 import fakes
-from acp_jax import data
+from acp_jax import feeds
+from acp_jax import inputs
+from acp_jax import items
 from acp_jax import pairs
-from acp_jax import stream
 
 
 @pytest.fixture(scope="module")
-def train_split() -> data.Split:
+def train_split() -> items.Split:
   return fakes.make_splits(sizes={"train": (60, 21, 10)})["train"]
 
 
-def _tables(split: data.Split) -> pairs.Tables:
-  return pairs.make_tables(split, pairs.Standardizer.fit(split.images.features_NxD),
-                           pairs.Standardizer.fit(split.music.features_NxD))
+def _tables(split: items.Split) -> pairs.Tables:
+  return pairs.make_tables(inputs.Standardizer.fit(split.images.features_NxD)(
+      split.images.features_NxD), inputs.Standardizer.fit(split.music.features_NxD)(
+          split.music.features_NxD), split.images.labels_N, split.music.labels_N)
 
 
 def test_standardizer_uses_the_given_statistics():
   x_NxD = np.array([[1.0, 5.0], [3.0, 5.0]], np.float32)
-  standardize = pairs.Standardizer.fit(x_NxD)
+  standardize = inputs.Standardizer.fit(x_NxD)
   np.testing.assert_allclose(standardize(x_NxD), [[-1, 0], [1, 0]])  # a constant column -> 0
   np.testing.assert_allclose(standardize(np.array([[5.0, 6.0]])), [[3, 1]])
+  # Statistics gathered in batches (a streamed corpus) are the same statistics.
+  moments = inputs.Standardizer.of_moments(2, x_NxD.astype(np.float64).sum(0),
+                                           (x_NxD.astype(np.float64) ** 2).sum(0))
+  np.testing.assert_allclose(moments(x_NxD), [[-1, 0], [1, 0]])
 
 
 def test_tables_list_music_by_class(train_split):
@@ -39,13 +45,13 @@ def test_tables_list_music_by_class(train_split):
     assert (block == c).all()
 
 
-def _device_pairs(split: data.Split, num: int) -> tuple[np.ndarray, ...]:
+def _device_pairs(split: items.Split, num: int) -> tuple[np.ndarray, ...]:
   sample = jax.jit(pairs.sample_pairs, static_argnums=2)
   return tuple(map(np.asarray, sample(jax.random.key(0), jax.device_put(_tables(split)), num)))
 
 
-def _host_pairs(split: data.Split, num: int) -> tuple[np.ndarray, ...]:
-  return stream.PairSampler.of(split, num)(seed=0, step=3)
+def _host_pairs(split: items.Split, num: int) -> tuple[np.ndarray, ...]:
+  return feeds.PairSampler.of(split, num)(seed=0, step=3)
 
 
 @pytest.mark.parametrize("sample", [_device_pairs, _host_pairs], ids=["device", "stream"])
@@ -88,33 +94,3 @@ def test_unsampleable_split_is_explained(train_split):
                                            train_split.music.labels_N))
   with pytest.raises(ValueError, match="'negative' but no music of that class"):
     pairs.check_sampleable(dataclasses.replace(train_split, music=no_negative), "train")
-
-
-def test_oracle_accuracy_from_cues():
-  items = lambda cues: data.Items(ids=tuple(map(str, cues)), features_NxD=np.zeros((len(cues), 1)),
-                                  labels_N=np.zeros(len(cues), np.int32),
-                                  cues_N=np.array(cues, np.int32))
-  # Pairs: cues agree & label 1 (right), agree & label 0 (wrong), differ & label 0 (right),
-  # unknown cue (left out).
-  split = data.Split(items([0, 1, 2]), items([0, 2, -1]),
-                     data.Pairs(image_P=np.array([0, 0, 1, 2]), music_P=np.array([0, 0, 1, 2]),
-                                labels_P=np.array([1, 0, 0, 1])))
-  assert pairs.oracle_accuracy(split) == pytest.approx(2 / 3)
-  unknown = dataclasses.replace(split, images=items([-1, -1, -1]))
-  assert pairs.oracle_accuracy(unknown) is None
-
-
-def test_items_come_with_music_of_their_class_uniformly(train_split):
-  tables = jax.device_put(_tables(train_split))
-  sample = jax.jit(pairs.sample_items, static_argnums=2)
-  image_B, music_B, class_B = map(np.asarray, sample(jax.random.key(1), tables, 30_000))
-  np.testing.assert_array_equal(train_split.images.labels_N[image_B], class_B)
-  np.testing.assert_array_equal(train_split.music.labels_N[music_B], class_B)
-  # Images uniform; music uniform within the class: every count within 5 sigma.
-  counts = np.bincount(image_B, minlength=60)
-  assert np.abs(counts - 500).max() < 5 * np.sqrt(500)
-  for c in range(3):
-    in_class = np.flatnonzero(train_split.music.labels_N == c)
-    drawn = np.bincount(music_B[class_B == c], minlength=21)[in_class]
-    mean = drawn.sum() / len(in_class)
-    assert np.abs(drawn - mean).max() < 5 * np.sqrt(mean)

@@ -12,9 +12,8 @@ import pytest
 import fakes
 from acp_jax import UserError
 from acp_jax import checkpoint
-from acp_jax import inputs
-from acp_jax import models
-from acp_jax import pairs
+from acp_jax import evaluate
+from acp_jax import report
 from acp_jax import train
 
 
@@ -38,7 +37,7 @@ def test_outputs_and_best_checkpoint(tmp_path, splits):
   assert results["steps"] == 22 and 0 < results["best_step"] <= 22
   assert results["pairs_per_second"] > 0
   assert results["pairs_per_second_all_seeds"] == results["pairs_per_second"]
-  assert results["oracle_accuracy"] == pairs.oracle_accuracy(splits["test"])
+  assert results["oracle_accuracy"] == splits["test"].oracle_accuracy
   assert results["test_pairs"] == 200 and results["validation_pairs"] == 100
   assert results["pair_fingerprint"] == {name: s.fingerprint for name, s in splits.items()}
   assert "per_seed" not in results and "test_accuracy_std" not in results
@@ -50,15 +49,17 @@ def test_outputs_and_best_checkpoint(tmp_path, splits):
   assert [r["step"] for r in _rows(tmp_path, "val_accuracy")] == [6, 12, 18, 22]
   assert max(r["val_accuracy"] for r in _rows(tmp_path, "val_accuracy")) == results["val_accuracy"]
   assert list(tmp_path.glob("events.out.tfevents.*"))
+  # Where the time went: the run's phases, then each evaluator's and the report's.
+  assert list(results["phases_s"]) == ["data", "compile", "train", "pairs", "retrieval",
+                                       "figures", "report"]
+  assert all(seconds > 0 for seconds in results["phases_s"].values())
 
-  # What probe and retrieval will load reproduces the reported test accuracy.
+  # What the evaluate and retrieve jobs restore reproduces the reported test accuracy.
   best = checkpoint.load_best(tmp_path)
   assert best.config.to_json() == config.to_json()
   assert best.step_S.tolist() == [results["best_step"]]
   assert best.val_accuracy_S.tolist() == pytest.approx([results["val_accuracy"]])
-  tables = pairs.make_tables(splits["test"], best.image_standardizer, best.music_standardizer)
-  test = train.make_evaluate(models.create_model(best.config))(
-      best.params, tables, inputs.fixed_pairs(splits["test"]))
+  test = evaluate.restore(tmp_path, splits=splits).pair_metrics("test")
   assert float(test["accuracy"][0]) == pytest.approx(results["test_accuracy"])
 
 
@@ -68,7 +69,7 @@ def test_rerun_resumes_instead_of_retraining(tmp_path, splits):
   rows = (tmp_path / "metrics.jsonl").read_text()
   again = train.train_and_evaluate(config, str(tmp_path), splits=splits)
   assert again["pairs_per_second"] is None  # nothing left to train
-  timing = {"pairs_per_second": 0, "pairs_per_second_all_seeds": 0}
+  timing = {"pairs_per_second": 0, "pairs_per_second_all_seeds": 0, "phases_s": 0}
   assert {**again, **timing} == {**first, **timing}
   assert (tmp_path / "metrics.jsonl").read_text() == rows
   # A longer budget continues from the last step.
@@ -96,7 +97,7 @@ def test_interrupted_run_resumes_to_the_same_metrics(tmp_path, splits, monkeypat
   monkeypatch.undo()
   resumed = train.train_and_evaluate(config, str(tmp_path / "parts"), splits=splits)
 
-  timing = {"pairs_per_second": 0, "pairs_per_second_all_seeds": 0}
+  timing = {"pairs_per_second": 0, "pairs_per_second_all_seeds": 0, "phases_s": 0}
   assert {**resumed, **timing} == {**whole, **timing}
   without_timing = lambda workdir: [{k: v for k, v in row.items() if k != "pairs_per_second"}
                                     for row in _rows(workdir, "step")]
@@ -107,7 +108,7 @@ def test_resume_refuses_every_field_that_changes_the_result(tmp_path, splits):
   train.train_and_evaluate(fakes.small_config(), str(tmp_path), splits=splits)
   saved = (tmp_path / "config.json").read_text()
   changed = fakes.small_config(seed=1, learning_rate=0.01, fusion_widths=(8, 8, 8))
-  changed.report.probe.seed = 3  # the closing report's: may differ
+  changed.evals.pairs.bootstrap_resamples = 10  # the closing evaluation's: may differ
   with pytest.raises(UserError, match=r"other fusion_widths, learning_rate, seed \(fusion_widths: "
                      r"\[16, 8, 8\] there, \[8, 8, 8\] here; learning_rate: 0.001 there, 0.01 "
                      r"here; seed: 0 there, 1 here\).*new --workdir"):
@@ -115,9 +116,17 @@ def test_resume_refuses_every_field_that_changes_the_result(tmp_path, splits):
   assert (tmp_path / "config.json").read_text() == saved
   # Cadences, the report and the data's location cannot change the result.
   free = fakes.small_config(log_every_steps=8, checkpoint_every_epochs=1.0, data_dir="/elsewhere")
-  free.report.map_points = 10
-  train.train_and_evaluate(free, str(tmp_path), splits=splits)
+  free.evals.figures.map_points = 10
+  results = train.train_and_evaluate(free, str(tmp_path), splits=splits)
   assert json.loads((tmp_path / "config.json").read_text())["log_every_steps"] == 8
+  # A run saved before config.objective existed is ACP-Net's: it restores and resumes.
+  old = json.loads((tmp_path / "config.json").read_text())
+  del old["objective"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  restored = evaluate.restore(tmp_path, splits=splits)
+  assert restored.config.objective == "correspondence"
+  assert float(restored.pair_metrics("test")["accuracy"][0]) == results["test_accuracy"]
+  train.train_and_evaluate(free, str(tmp_path), splits=splits)
 
 
 def test_seeds_train_at_once(tmp_path, splits):
@@ -199,17 +208,20 @@ def test_no_recompiles_as_training_goes_on(tmp_path, splits):
 def test_summary_gives_the_ratio_to_the_oracle_and_the_paths():
   results = {"model": "acp", "dataset": "imac/synthetic", "test_accuracy": 0.8,
              "test_accuracy_std": 0.01, "test_auc": 0.9, "oracle_accuracy": 0.9}
-  text = train.summary(results, epath.Path("/runs/a"))
+  text = report.summary(results, epath.Path("/runs/a"))
   assert "test accuracy 0.800 ± 0.010, oracle 0.900: 0.89 x" in text
   results.update(test_accuracy_ci95=[0.7, 0.9], test_pairs=200)
-  assert "0.800 ± 0.010 (95% CI 0.700-0.900) on 200 test pairs" in train.summary(
+  assert "0.800 ± 0.010 (95% CI 0.700-0.900) on 200 test pairs" in report.summary(
       results, epath.Path("/runs/a"))
   assert "/runs/a/results.json" in text and "/runs/a/report.md" in text
   del results["oracle_accuracy"]
-  assert "oracle" not in train.summary(results, epath.Path("/runs/a"))
+  assert "oracle" not in report.summary(results, epath.Path("/runs/a"))
   assert text.startswith("acp on imac/synthetic")
-  assert train.summary({**results, "objective": "supcon"}, epath.Path("/runs/a")).startswith(
+  assert report.summary({**results, "objective": "supcon"}, epath.Path("/runs/a")).startswith(
       "acp+supcon on imac/synthetic")
+  timed = report.summary({**results, "phases_s": {"train": 12.34, "figures": 0.5}},
+                         epath.Path("/runs/a"))
+  assert "time (s): train 12.3, figures 0.5" in timed
 
 
 def test_a_degenerate_run_ends_in_a_report_that_says_so(tmp_path, splits):
@@ -229,7 +241,7 @@ def test_a_degenerate_run_ends_in_a_report_that_says_so(tmp_path, splits):
   notes = "\n".join(results["degenerate"])
   assert "Music tower embeddings (test): collapsed, all 1 distinct embedding among 40" in notes
   assert "the 100 test pairs are all true correspondences: AUC is undefined" in notes
-  report = (tmp_path / "report.md").read_text()
-  assert "## Degenerate run" in report and "collapsed" in report
+  text = (tmp_path / "report.md").read_text()
+  assert "## Degenerate run" in text and "collapsed" in text
   assert not (tmp_path / "figures" / "embedding_map_music.png").exists()
   assert (tmp_path / "figures" / "embedding_map_image.png").exists()

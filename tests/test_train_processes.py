@@ -15,14 +15,11 @@ import pytest
 
 import fakes
 from acp_jax import checkpoint
-from acp_jax import inputs
-from acp_jax import models
-from acp_jax import pairs
-from acp_jax import train
+from acp_jax import evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Wall-clock figures differ between runs; everything else must not.
-TIMING_KEYS = ("pairs_per_second", "pairs_per_second_all_seeds")
+TIMING_KEYS = ("pairs_per_second", "pairs_per_second_all_seeds", "phases_s")
 
 
 def _env(**extra) -> dict[str, str]:
@@ -115,10 +112,7 @@ def test_run_killed_at_several_moments_resumes_to_the_same_result(tmp_path):
     for leaf, want in zip(jax.tree.leaves(best.seed_params(s)),
                           jax.tree.leaves(expected.seed_params(s))):
       np.testing.assert_allclose(leaf, want, rtol=1e-6, atol=1e-7)
-  split = fakes.make_splits()["test"]
-  tables = pairs.make_tables(split, best.image_standardizer, best.music_standardizer)
-  test = train.make_evaluate(models.create_model(best.config))(best.params, tables,
-                                                               inputs.fixed_pairs(split))
+  test = evaluate.restore(workdir, splits=fakes.make_splits()).pair_metrics("test")
   assert np.asarray(test["accuracy"]).tolist() == pytest.approx(
       [row["test_accuracy"] for row in results["per_seed"]])
 
@@ -159,7 +153,7 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
 
 
 def test_batch_not_divisible_by_devices_is_explained():
-  result = _python("from acp_jax import train; train.make_mesh(6)",
+  result = _python("from acp_jax import inputs; inputs.make_mesh(6)",
                    XLA_FLAGS="--xla_force_host_platform_device_count=4")
   assert "UserError: batch_size 6 is not divisible by the 4 devices" in result.stderr
   assert "--config.batch_size=8" in result.stderr

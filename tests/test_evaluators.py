@@ -1,4 +1,4 @@
-"""Pair scores for retrieval: the factored fusion head equals the full one on every pair."""
+"""What the evaluators share: the factored fusion head's pair scores, the analysed seed."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import fakes
-from acp_jax import inference
 from acp_jax import models
+from acp_jax.evaluators import common
 from configs import acp
 
 
@@ -27,14 +27,20 @@ def test_factored_scores_equal_full_fusion(config, block):
   embed_dim = config.image_widths[-1]
   music_MxE = jax.nn.relu(jax.random.normal(jax.random.key(1), (9, embed_dim)))
   image_NxE = jax.nn.relu(jax.random.normal(jax.random.key(2), (13, embed_dim)))
-  got_MxN = inference.match_scores(model, variables, music_MxE, image_NxE, block)
+  got_MxN = common.match_scores(model, variables, music_MxE, image_NxE, block)
   want_MxN = _full_log_odds(model, variables, music_MxE, image_NxE)
   assert got_MxN.shape == (9, 13)
   np.testing.assert_allclose(got_MxN, want_MxN, rtol=1e-4, atol=1e-4 * np.abs(want_MxN).max())
 
 
-def test_best_seed():
-  assert inference.best_seed(np.array([0.6, 0.8, 0.7]), None) == 1
-  assert inference.best_seed(np.array([0.6, 0.8, 0.7]), 2) == 2
-  with pytest.raises(ValueError, match="out of range.*3 seed"):
-    inference.best_seed(np.array([0.6, 0.8, 0.7]), 3)
+def _subject(val_accuracy_S, seed=-1) -> common.Subject:
+  return common.Subject(config=None, module=None, objective=None, feed=None, variables_S={},
+                        val_accuracy_S=np.asarray(val_accuracy_S), best_step_S=None,
+                        splits={}, run_dir=None, figures_dir=None, seed=seed)
+
+
+def test_analysed_seed_is_the_best_by_validation_unless_given():
+  assert _subject([0.6, 0.8, 0.7]).seed == 1
+  assert _subject([0.6, 0.8, 0.7], seed=2).seed == 2
+  assert _subject([0.6, 0.8, 0.7]).description == (
+      "seed index 1 of 3 (validation accuracy 80.00%)")

@@ -4,14 +4,11 @@ ACP-Net never sees emotion labels; a small MLP trained on its frozen 1024-d towe
 embeddings tells how much emotion they still carry (images: 8 emotions, music: 3
 classes, hidden sizes 512 and 32 in the paper). Inputs are standardised with the
 training statistics; the model kept is the one with the best validation accuracy.
-
-`train_probe` is the probe itself; `run` is the probe job of launch.py.
+The probes read the analysed seed's embeddings of every split.
 """
 
 from collections.abc import Sequence
-import json
 
-from etils import epath
 import flax.linen as nn
 import jax
 from jax import lax
@@ -22,11 +19,10 @@ import optax
 from sklearn.metrics import confusion_matrix
 
 from acp_jax import UserError
-from acp_jax import analysis
-from acp_jax import data
-from acp_jax import inference
+from acp_jax import inputs
 from acp_jax import labels
 from acp_jax import report
+from acp_jax.evaluators import common
 
 
 class MLP(nn.Module):
@@ -90,10 +86,8 @@ def train_probe(train_X: np.ndarray, train_y: np.ndarray, val_X: np.ndarray, val
                      ("test", test_X, test_y)):
     _check_split(name, x, y, dim, num_classes)
 
-  mean_D = train_X.mean(axis=0)
-  # A constant feature carries nothing; leave it at zero instead of dividing by 0.
-  std_D = np.where(train_X.std(axis=0) > 0, train_X.std(axis=0), 1.0)
-  train_X, val_X, test_X = (jnp.asarray((x - mean_D) / std_D) for x in (train_X, val_X, test_X))
+  standardizer = inputs.Standardizer.fit(train_X)
+  train_X, val_X, test_X = (jnp.asarray(standardizer(x)) for x in (train_X, val_X, test_X))
   train_labels = jnp.asarray(train_y)
 
   model = MLP(hidden=tuple(hidden), num_classes=num_classes, dropout=dropout)
@@ -110,9 +104,9 @@ def train_probe(train_X: np.ndarray, train_y: np.ndarray, val_X: np.ndarray, val
     order_N = jax.random.permutation(perm_rng, x_NxD.shape[0])
     index_SxB = order_N[:steps * batch].reshape(steps, batch)
 
-    def step(carry, inputs):
+    def step(carry, xs):
       params, opt_state = carry
-      index_B, step_rng = inputs
+      index_B, step_rng = xs
 
       def loss_fn(params):
         logits_BxC = model.apply({"params": params}, x_NxD[index_B], train=True,
@@ -170,59 +164,35 @@ def train_probe(train_X: np.ndarray, train_y: np.ndarray, val_X: np.ndarray, val
   }
 
 
-def probe_model(model: inference.Model, splits: dict[str, data.Split],
-                settings: ml_collections.ConfigDict, out_dir: epath.PathLike
-                ) -> tuple[dict, dict[str, epath.Path]]:
-  """Table 5 probes of one model: (results by probe, figures by caption under out_dir/figures).
+class Evaluator:
+  """Trains an image probe (8 emotions) and a music probe (3 classes) on the training split's
+  embeddings with early stopping on validation (`options`: `train_probe`'s keyword
+  arguments), and tests them."""
 
-  Embeds every split's items (prepared as the model reads them), trains an image probe
-  (8 emotions) and a music probe (3 classes) on the training split with early stopping
-  on validation (`settings`: `train_probe`'s keyword arguments), and tests them.
-  """
-  if any(split.images.emotions_N is None for split in splits.values()):
-    raise UserError(f"{model.config.dataset} has no image emotions to probe for")
-  embedded = {name: model.embed(split) for name, split in splits.items()}
+  def __init__(self, options: ml_collections.ConfigDict):
+    self.settings = options
 
-  # (tower output, targets of a split, target names) of each probe.
-  probes = {"image": (0, lambda split: split.images.emotions_N, labels.EMOTIONS),
-            "music": (1, lambda split: split.music.labels_N, labels.CLASSES)}
-  results, figures = {}, {}
-  figures_dir = epath.Path(out_dir) / analysis.FIGURES_DIR
-  for name, (tower, targets, class_names) in probes.items():
-    arrays = [a for split in ("train", "validation", "test")
-              for a in (embedded[split][tower], targets(splits[split]))]
-    results[name] = train_probe(*arrays, num_classes=len(class_names), **settings)
-    curves = figures_dir / f"probe_{name}_curves.png"
-    confusion = figures_dir / f"probe_{name}_confusion.png"
-    report.plot_learning_curves(results[name]["history"], curves, x_key="epoch",
-                                title=f"{name.capitalize()} emotion probe")
-    report.plot_confusion(np.array(results[name]["confusion"]), class_names, confusion,
-                          f"{name.capitalize()} emotion probe (test)")
-    figures[f"{name.capitalize()} probe: learning curves"] = curves
-    figures[f"{name.capitalize()} probe: confusion matrix (test)"] = confusion
-  return results, figures
-
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """The probe job (configs/probe.py): emotion probes on a trained run's tower embeddings.
-
-  Restores one seed of the best checkpoint in `config.checkpoint_dir` and runs
-  `probe_model` on its dataset's splits. Writes the report (Table 5 filled in,
-  retrieval, figures) and results.json to `workdir`.
-
-  Returns:
-    The results written: the run's own results.json plus `probe` and `retrieval`.
-  """
-  if not config.checkpoint_dir:
-    raise UserError("set --config.checkpoint_dir to the workdir of a trained ACP-Net run")
-  run_dir = epath.Path(config.checkpoint_dir)
-  model, splits = inference.from_run(run_dir, dataset=config.dataset, data_dir=config.data_dir,
-                                     seed=config.seed_index)
-  results, figures = probe_model(model, splits, config.probe, workdir)
-  run_results = run_dir / "results.json"
-  base = (json.loads(run_results.read_text()) if run_results.exists()
-          else {"dataset": model.config.dataset, "model": model.config.model})
-  return analysis.report_run({**base, "checkpoint_dir": str(run_dir), "probe": results}, workdir,
-                             run_dir=run_dir, model=model, test=splits["test"],
-                             options=config.report,
-                             data_dir=config.data_dir or model.config.data_dir, figures=figures)
+  def run(self, subject: common.Subject) -> common.Evaluation:
+    splits = subject.splits
+    if any(split.images.emotions_N is None for split in splits.values()):
+      raise UserError(f"{subject.config.dataset} has no image emotions to probe for")
+    embedded = {name: subject.seed_embeddings(name) for name in splits}
+    # (tower output, targets of a split, target names) of each probe.
+    probes = {"image": (0, lambda split: split.images.emotions_N, labels.EMOTIONS),
+              "music": (1, lambda split: split.music.labels_N, labels.CLASSES)}
+    results, figures = {}, {}
+    for name, (tower, targets, class_names) in probes.items():
+      arrays = [a for split in ("train", "validation", "test")
+                for a in (embedded[split][tower], targets(splits[split]))]
+      results[name] = train_probe(*arrays, num_classes=len(class_names), **self.settings)
+      if subject.figures_dir is None:
+        continue
+      curves = subject.figures_dir / f"probe_{name}_curves.png"
+      confusion = subject.figures_dir / f"probe_{name}_confusion.png"
+      report.plot_learning_curves(results[name]["history"], curves, x_key="epoch",
+                                  title=f"{name.capitalize()} emotion probe")
+      report.plot_confusion(np.array(results[name]["confusion"]), class_names, confusion,
+                            f"{name.capitalize()} emotion probe (test)")
+      figures[f"{name.capitalize()} probe: learning curves"] = curves
+      figures[f"{name.capitalize()} probe: confusion matrix (test)"] = confusion
+    return common.Evaluation(results={"probe": results}, figures=figures)

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import fakes
-from acp_jax import stream
-from acp_jax import train
+from acp_jax import feeds
+from acp_jax import inputs
+from acp_jax import objectives
 
 
 @pytest.fixture(scope="module")
@@ -27,21 +28,21 @@ class Recording(list):
 
 
 def test_pairs_depend_on_the_seed_and_step_only(splits):
-  sample = stream.PairSampler.of(splits["train"], 16)
+  sample = feeds.PairSampler.of(splits["train"], 16)
   same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(a, b))
-  assert same(sample(0, 5), stream.PairSampler.of(splits["train"], 16)(0, 5))
+  assert same(sample(0, 5), feeds.PairSampler.of(splits["train"], 16)(0, 5))
   assert not same(sample(0, 5), sample(0, 6))
   assert not same(sample(0, 5), sample(1, 5))
 
 
 def test_each_process_reads_only_its_share(splits):
   split = splits["train"]
-  sampler = stream.PairSampler.of(split, 16)
+  sampler = feeds.PairSampler.of(split, 16)
   reads, batches = [], []
   for rows in (slice(0, 8), slice(8, 16)):  # process 0 and 1 of 2
     images, music = Recording(split.images.source), Recording(split.music.source)
-    batches.append(stream.ReadStep(sampler, images, music, ("pixels", "waveform"), (0, 1),
-                                   rows)(7))
+    batches.append(feeds.ReadStep(sampler, images, music, ("pixels", "waveform"), (0, 1),
+                                  rows)(7))
     reads.append((images.read, music.read))
   for s, seed in enumerate((0, 1)):
     image_B, music_B, label_B = sampler(seed, 7)
@@ -58,7 +59,8 @@ def test_each_process_reads_only_its_share(splits):
 
 def _feed(splits, **overrides):
   config = fakes.small_media_config("l3net", **overrides)
-  return stream.StreamFeed(config, splits, train.make_mesh(config.batch_size)), config
+  return feeds.StreamFeed(config, splits, inputs.make_mesh(config.batch_size),
+                          objectives.create_objective(config)), config
 
 
 def test_stream_restarts_at_the_checkpointed_step(splits):

@@ -1,0 +1,48 @@
+"""A split in memory: its items, one row per distinct item of each modality, and its fixed pairs.
+
+`acp_jax/data.py` makes these from a prepared TFDS dataset; tests make them directly.
+"""
+
+from collections.abc import Sequence
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Items:
+  """One modality of one split, one row per distinct item."""
+  ids: tuple[str, ...]        # item ids, sorted
+  # float32 features of the dataset (Inception-V3, music descriptor); None for the items of
+  # a media config, whose features are in `source`.
+  features_NxD: np.ndarray | None
+  labels_N: np.ndarray        # int32, index into labels.CLASSES
+  cues_N: np.ndarray          # int32 hidden cue class (synthetic data), -1 if unknown
+  emotions_N: np.ndarray | None = None  # int32 index into labels.EMOTIONS (images)
+  # Media configs: record i is item i, a dict with 'features', 'pixels' (uint8 H x W x 3,
+  # images) and 'waveform' (int16 segment at 22050 Hz, music); e.g. a tfds.data_source.
+  source: Sequence[dict[str, Any]] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Pairs:
+  """The fixed correspondence pairs of a split, as indices into its Items."""
+  image_P: np.ndarray   # int32
+  music_P: np.ndarray   # int32
+  labels_P: np.ndarray  # int32, 1 = true correspondence (same class)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  images: Items
+  music: Items
+  pairs: Pairs
+  fingerprint: str | None = None  # the dataset's pair_fingerprint of this split; None: unknown
+  # Which Inception-V3 made the image features: "imagenet", "random(seed=N)"; None: unknown.
+  inception_weights: str | None = None
+  # Accuracy on the fixed pairs of answering 'match' iff the items' cue classes agree
+  # (recorded by the build of a synthetic corpus); None: cues unknown.
+  oracle_accuracy: float | None = None
+  # Root of images/<emotion>/<name>.<ext> holding the split's image files, if known.
+  image_root: Any = None
