@@ -224,26 +224,25 @@ def chance_metrics(query_labels_Q: np.ndarray, key_labels_K: np.ndarray, num_cla
   return _macro_average(per_query, jnp.asarray(query_labels_Q), num_classes)
 
 
+def evaluate_direction(score_QxK: jax.Array, query_labels_Q: np.ndarray,
+                       key_labels_K: np.ndarray, num_classes: int,
+                       ks: Sequence[int] = (1, 5, 10), *, block: int = 256) -> dict:
+  """One retrieval direction, with chance: {'p@1', ..., 'map', 'mrr', 'chance': {same keys},
+  'queries': Q, 'per_class': {'p@1': [one per class, None if no queries], ...}}."""
+  per_query = _ranked(score_QxK, query_labels_Q, key_labels_K, num_classes, ks, block)
+  labels_Q = jnp.asarray(query_labels_Q, jnp.int32)
+  return {**_macro_average(per_query, labels_Q, num_classes),
+          "chance": chance_metrics(query_labels_Q, key_labels_K, num_classes, ks),
+          "queries": len(query_labels_Q),
+          "per_class": _class_means(per_query, labels_Q, num_classes)}
+
+
 def evaluate_retrieval(score_MxI: jax.Array, music_labels_M: np.ndarray,
                        image_labels_I: np.ndarray, num_classes: int,
                        ks: Sequence[int] = (1, 5, 10), *, block: int = 256) -> dict[str, dict]:
-  """Both retrieval directions from one music x image score matrix, with chance.
-
-  Returns the report's `retrieval` entry:
-    {'music_to_image': {'p@1', ..., 'map', 'mrr', 'chance': {same keys}, 'queries': Q,
-                        'per_class': {'p@1': [one per class, None if no queries], ...}},
-     'image_to_music': {...}}.
-  """
-  directions = {
-      "music_to_image": (score_MxI, music_labels_M, image_labels_I),
-      "image_to_music": (jnp.asarray(score_MxI).T, image_labels_I, music_labels_M),
-  }
-  out = {}
-  for name, (score_QxK, query_labels, key_labels) in directions.items():
-    per_query = _ranked(score_QxK, query_labels, key_labels, num_classes, ks, block)
-    labels_Q = jnp.asarray(query_labels, jnp.int32)
-    out[name] = {**_macro_average(per_query, labels_Q, num_classes),
-                 "chance": chance_metrics(query_labels, key_labels, num_classes, ks),
-                 "queries": len(query_labels),
-                 "per_class": _class_means(per_query, labels_Q, num_classes)}
-  return out
+  """Both retrieval directions from one music x image score matrix (`evaluate_direction`):
+  the report's `retrieval` entry, {'music_to_image': {...}, 'image_to_music': {...}}."""
+  return {"music_to_image": evaluate_direction(score_MxI, music_labels_M, image_labels_I,
+                                               num_classes, ks, block=block),
+          "image_to_music": evaluate_direction(jnp.asarray(score_MxI).T, image_labels_I,
+                                               music_labels_M, num_classes, ks, block=block)}

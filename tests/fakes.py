@@ -1,9 +1,7 @@
-"""Fake IMAC splits with a known class signal, tiny configs, and a driver that trains.
+"""Fake IMAC media splits, tiny configs, and a driver that trains.
 
-Every item has a hidden cue class; its features are the cue's mean plus Gaussian
-noise, and its label is the cue except for a `label_noise` fraction relabelled at
-random (as in the synthetic corpus), so the oracle accuracy is known and below 1.
-`with_media` adds pixels and waveforms that show the cue too (for the baselines).
+The splits are acp_jax/generated.py's; `with_media` adds pixels and waveforms that
+show the cue too (for the baselines).
 
 As a script, trains on fake splits in a fresh process (for the kill/resume,
 multi-device and multi-process tests):
@@ -14,7 +12,6 @@ MOMENT (see `kill_at`) makes the process SIGKILL itself there.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
@@ -26,82 +23,17 @@ import jax
 import ml_collections
 import numpy as np
 
+from acp_jax import generated
 from acp_jax import items
-from acp_jax import labels
 from configs import acp
 from configs import l3net
 from configs import spectrogram_acp
 
-IMAGE_DIM = 2048
-MUSIC_DIM = 193
-NUM_CLASSES = len(labels.CLASSES)
 # The tests compile the same small programs in many runs and processes, and XLA:CPU
 # takes seconds for each: share the compilations through a persistent cache.
 jax.config.update("jax_compilation_cache_dir",
                   os.path.join(tempfile.gettempdir(), "acp_jax_tests_xla_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-
-# (images, music, fixed pairs) per split, about the synthetic corpus's sizes.
-SIZES = {"train": (340, 130, 340), "validation": (50, 20, 100), "test": (100, 40, 200)}
-
-
-def _items(rng: np.random.Generator, prefix: str, num: int, means_CxD: np.ndarray,
-           label_noise: float, with_emotions: bool) -> items.Items:
-  cues_N = rng.integers(0, NUM_CLASSES, num).astype(np.int32)
-  relabel_N = rng.random(num) < label_noise
-  labels_N = np.where(relabel_N, rng.integers(0, NUM_CLASSES, num), cues_N).astype(np.int32)
-  features_NxD = means_CxD[cues_N] + rng.normal(size=(num, means_CxD.shape[1]))
-  emotions_N = None
-  if with_emotions:
-    by_class = [[e for e, name in enumerate(labels.EMOTIONS) if labels.EMOTION_TO_CLASS[name] == c]
-                for c in range(NUM_CLASSES)]
-    emotions_N = np.array([rng.choice(by_class[c]) for c in labels_N], np.int32)
-  return items.Items(ids=tuple(f"{prefix}{i:05d}" for i in range(num)),
-                    features_NxD=features_NxD.astype(np.float32), labels_N=labels_N,
-                    cues_N=cues_N, emotions_N=emotions_N)
-
-
-def _pairs(rng: np.random.Generator, images: items.Items, music: items.Items,
-           num: int) -> items.Pairs:
-  """Balanced fixed pairs: images uniform, music of the same class for half of them."""
-  image_P = rng.integers(0, len(images.ids), num).astype(np.int32)
-  labels_P = (np.arange(num) % 2 == 0).astype(np.int32)
-  music_P = np.empty(num, np.int32)
-  for p, (i, match) in enumerate(zip(image_P, labels_P)):
-    same = music.labels_N == images.labels_N[i]
-    music_P[p] = rng.choice(np.flatnonzero(same if match else ~same))
-  return items.Pairs(image_P, music_P, labels_P)
-
-
-def make_splits(seed: int = 0, *, signal: float = 0.3, label_noise: float = 0.1,
-                image_dim: int = IMAGE_DIM, music_dim: int = MUSIC_DIM,
-                sizes: dict[str, tuple[int, int, int]] | None = None) -> dict[str, items.Split]:
-  """Train, validation and test splits sharing each modality's class means.
-
-  Args:
-    seed: seeds everything.
-    signal: std of the class means per dimension, against unit noise.
-    label_noise: fraction of items whose label is redrawn uniformly.
-    image_dim, music_dim: feature sizes.
-    sizes: (images, music, fixed pairs) per split; defaults to `SIZES`.
-  """
-  rng = np.random.default_rng(seed)
-  image_means_CxD = signal * rng.normal(size=(NUM_CLASSES, image_dim))
-  music_means_CxD = signal * rng.normal(size=(NUM_CLASSES, music_dim))
-  splits = {}
-  for name, (num_images, num_music, num_pairs) in (sizes or SIZES).items():
-    images = _items(rng, f"{name}/img", num_images, image_means_CxD, label_noise, True)
-    music = _items(rng, f"{name}/mus", num_music, music_means_CxD, label_noise, False)
-    fixed = _pairs(rng, images, music, num_pairs)
-    ids = [(images.ids[i], music.ids[m], int(y))
-           for i, m, y in zip(fixed.image_P, fixed.music_P, fixed.labels_P)]
-    fingerprint = hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:12]
-    # Every cue is known here: the oracle answers 'match' iff the two cues agree.
-    oracle = np.mean((images.cues_N[fixed.image_P] == music.cues_N[fixed.music_P])
-                     == (fixed.labels_P == 1))
-    splits[name] = items.Split(images, music, fixed, fingerprint, oracle_accuracy=float(oracle))
-  return splits
-
 
 def with_media(splits: dict[str, items.Split], seed: int = 0, *, image_side: int = 16,
                seconds: float = 1.0) -> dict[str, items.Split]:
@@ -212,7 +144,7 @@ def main(config_json: str, workdir: str) -> None:
     kill_at(os.environ["FAKES_KILL_AT"])
   launch.maybe_initialize_distributed()
   config = ml_collections.ConfigDict(json.loads(pathlib.Path(config_json).read_text()))
-  train.train_and_evaluate(config, workdir, splits=make_splits())
+  train.train_and_evaluate(config, workdir, splits=generated.make_splits())
 
 
 if __name__ == "__main__":

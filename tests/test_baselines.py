@@ -9,6 +9,7 @@ import pytest
 import fakes
 from acp_jax import checkpoint
 from acp_jax import feeds
+from acp_jax import generated
 from acp_jax import inputs
 from acp_jax import models
 from acp_jax import objectives
@@ -18,7 +19,7 @@ from acp_jax.evaluators import common
 
 @pytest.fixture(scope="module")
 def splits():
-  return fakes.with_media(fakes.make_splits())
+  return fakes.with_media(generated.make_splits())
 
 
 @pytest.mark.parametrize("model", ["l3net", "spectrogram_acp"])
@@ -66,4 +67,4 @@ def test_resumed_run_ends_as_an_uninterrupted_one(tmp_path, splits):
 def test_media_model_on_a_features_dataset_says_which_dataset(tmp_path):
   with pytest.raises(ValueError, match="reads pixels.*imac/synthetic_media"):
     train.train_and_evaluate(fakes.small_media_config("l3net"), str(tmp_path),
-                             splits=fakes.make_splits())
+                             splits=generated.make_splits())

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fakes
+from acp_jax import generated
 from acp_jax import models
 from acp_jax.evaluators import common
 from configs import acp
@@ -22,8 +23,8 @@ def _full_log_odds(model, variables, music_MxE, image_NxE):
 @pytest.mark.parametrize("config, block", [(acp.get_config(), 64), (fakes.small_config(), 7)])
 def test_factored_scores_equal_full_fusion(config, block):
   model = models.create_model(config)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, fakes.IMAGE_DIM)),
-                         jnp.zeros((1, fakes.MUSIC_DIM)))
+  variables = model.init(jax.random.key(0), jnp.zeros((1, generated.IMAGE_DIM)),
+                         jnp.zeros((1, generated.MUSIC_DIM)))
   embed_dim = config.image_widths[-1]
   music_MxE = jax.nn.relu(jax.random.normal(jax.random.key(1), (9, embed_dim)))
   image_NxE = jax.nn.relu(jax.random.normal(jax.random.key(2), (13, embed_dim)))

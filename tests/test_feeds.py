@@ -6,13 +6,14 @@ import pytest
 
 import fakes
 from acp_jax import feeds
+from acp_jax import generated
 from acp_jax import inputs
 from acp_jax import objectives
 
 
 @pytest.fixture(scope="module")
 def splits():
-  return fakes.with_media(fakes.make_splits())
+  return fakes.with_media(generated.make_splits())
 
 
 class Recording(list):

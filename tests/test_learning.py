@@ -10,9 +10,10 @@ strong (`SIGNAL`), so that a working model gets there in about 200 steps; chance
 import pytest
 
 import fakes
+from acp_jax import generated
 from acp_jax import train
 
-SIGNAL = 1.0       # std of the class means against unit noise (fakes.make_splits)
+SIGNAL = 1.0       # std of the class means against unit noise (generated.make_splits)
 MIN_RATIO = 0.8    # test accuracy / oracle accuracy
 # Early stopping: evaluate every 5 epochs (30 steps at batch 64), stop after 2 without gain.
 LOOP = dict(batch_size=64, num_epochs=50, eval_every_epochs=5.0, patience=2,
@@ -32,7 +33,7 @@ def _assert_learns(results: dict) -> None:
 def test_acp_net_learns_and_ranks(tmp_path):
   config = fakes.small_config(**LOOP, **WIDTHS, music_widths=(64, 64, 64, 64))
   results = train.train_and_evaluate(config, str(tmp_path),
-                                     splits=fakes.make_splits(signal=SIGNAL))
+                                     splits=generated.make_splits(signal=SIGNAL))
   _assert_learns(results)
   # The ranking uses what the model learned: mAP well above chance both ways.
   for direction, metrics in results["retrieval"].items():
@@ -48,5 +49,5 @@ def test_acp_net_learns_and_ranks(tmp_path):
 def test_baseline_learns(tmp_path, model, settings):
   config = fakes.small_media_config(model, **settings)
   results = train.train_and_evaluate(
-      config, str(tmp_path), splits=fakes.with_media(fakes.make_splits(signal=SIGNAL)))
+      config, str(tmp_path), splits=fakes.with_media(generated.make_splits(signal=SIGNAL)))
   _assert_learns(results)

@@ -8,6 +8,7 @@ import pytest
 import fakes
 from acp_jax import checkpoint
 from acp_jax import evaluate
+from acp_jax import generated
 from acp_jax import models
 from acp_jax import objectives
 from acp_jax import train
@@ -109,7 +110,7 @@ def _small(objective, **overrides):
 
 @pytest.mark.parametrize("objective", ["supcon", "sigmoid"])
 def test_contrastive_objective_learns_and_keeps_its_validation_threshold(tmp_path, objective):
-  splits = fakes.make_splits()
+  splits = generated.make_splits()
   # SigLIP's bias of -10 suits one positive pair in thousands; with a third of the pairs
   # positive it takes hundreds of steps to climb, more than this test runs.
   config = _small(objective, logit_bias_init=0.0)

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-import fakes
 from acp_jax import feeds
+from acp_jax import generated
 from acp_jax import inputs
 from acp_jax import items
 from acp_jax import pairs
@@ -16,7 +16,7 @@ from acp_jax import pairs
 
 @pytest.fixture(scope="module")
 def train_split() -> items.Split:
-  return fakes.make_splits(sizes={"train": (60, 21, 10)})["train"]
+  return generated.make_splits(sizes={"train": (60, 21, 10)})["train"]
 
 
 def _tables(split: items.Split) -> pairs.Tables:

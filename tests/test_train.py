@@ -13,13 +13,15 @@ import fakes
 from acp_jax import UserError
 from acp_jax import checkpoint
 from acp_jax import evaluate
+from acp_jax import generated
 from acp_jax import report
 from acp_jax import train
+from acp_jax.evaluators import retrieval
 
 
 @pytest.fixture(scope="module")
 def splits():
-  return fakes.make_splits()
+  return generated.make_splits()
 
 
 def _rows(workdir, key):
@@ -59,8 +61,15 @@ def test_outputs_and_best_checkpoint(tmp_path, splits):
   assert best.config.to_json() == config.to_json()
   assert best.step_S.tolist() == [results["best_step"]]
   assert best.val_accuracy_S.tolist() == pytest.approx([results["val_accuracy"]])
-  test = evaluate.restore(tmp_path, splits=splits).pair_metrics("test")
+  restored = evaluate.restore(tmp_path, splits=splits)
+  test = restored.pair_metrics("test")
   assert float(test["accuracy"][0]) == pytest.approx(results["test_accuracy"])
+  # Retrieval on a sample of the queries: as many as asked, ranking every key.
+  options = config.evals.retrieval.copy_and_resolve_references()
+  options.max_queries = 7
+  sampled = retrieval.Evaluator(options).run(restored).results["retrieval"]
+  assert [sampled[d]["queries"] for d in ("music_to_image", "image_to_music")] == [7, 7]
+  assert sampled["image_to_music"]["chance"] == results["retrieval"]["image_to_music"]["chance"]
 
 
 def test_rerun_resumes_instead_of_retraining(tmp_path, splits):

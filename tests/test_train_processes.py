@@ -16,6 +16,7 @@ import pytest
 import fakes
 from acp_jax import checkpoint
 from acp_jax import evaluate
+from acp_jax import generated
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Wall-clock figures differ between runs; everything else must not.
@@ -86,7 +87,7 @@ def test_run_killed_at_several_moments_resumes_to_the_same_result(tmp_path):
   # 88 steps, 2 seeds, a checkpoint every 12 steps.
   config = fakes.small_config(num_epochs=4, patience=100, num_seeds=2)
   reference = tmp_path / "reference"
-  train.train_and_evaluate(config, str(reference), splits=fakes.make_splits())
+  train.train_and_evaluate(config, str(reference), splits=generated.make_splits())
 
   workdir = tmp_path / "killed"
   for moment in ("saving:24", "saved:48", "results"):
@@ -112,7 +113,7 @@ def test_run_killed_at_several_moments_resumes_to_the_same_result(tmp_path):
     for leaf, want in zip(jax.tree.leaves(best.seed_params(s)),
                           jax.tree.leaves(expected.seed_params(s))):
       np.testing.assert_allclose(leaf, want, rtol=1e-6, atol=1e-7)
-  test = evaluate.restore(workdir, splits=fakes.make_splits()).pair_metrics("test")
+  test = evaluate.restore(workdir, splits=generated.make_splits()).pair_metrics("test")
   assert np.asarray(test["accuracy"]).tolist() == pytest.approx(
       [row["test_accuracy"] for row in results["per_seed"]])
 
@@ -127,7 +128,7 @@ def four_device_run(tmp_path_factory):
 
 def test_four_devices_match_one(tmp_path, four_device_run):
   config, workdir = four_device_run
-  train.train_and_evaluate(config, str(tmp_path), splits=fakes.make_splits())
+  train.train_and_evaluate(config, str(tmp_path), splits=generated.make_splits())
   # Sharded reductions add in another order: equal to float tolerance.
   _assert_same(_outcome(workdir), _outcome(tmp_path), tol=1e-4)
 

@@ -165,12 +165,14 @@ class Subject:
     return self._cached(("variables", seed), lambda: jax.tree.map(
         lambda x: _host(x)[seed], self.variables_S))
 
-  def score_matrix(self, split: str, block: int, seed: int | None = None) -> np.ndarray:
-    """score_MxN of a seed (default: the analysed one): every music x image pair of a split."""
+  def scores(self, split: str, block: int, seed: int | None = None,
+             music_M: np.ndarray | None = None, image_N: np.ndarray | None = None
+             ) -> np.ndarray:
+    """score_MxN of a seed (default: the analysed one): the split's music segments `music_M`
+    (indices; None: all) against its images `image_N` (None: all), `block` pairs a call.
+    Its cost is the product of the two sides."""
     seed = self.seed if seed is None else seed
-
-    def make():
-      image_NxE, music_MxE = self.seed_embeddings(split, seed)
-      return match_scores(self.module, self.seed_variables(seed), music_MxE, image_NxE, block)
-
-    return self._cached(("scores", split, seed), make)
+    image_NxE, music_MxE = self.seed_embeddings(split, seed)
+    pick = lambda x, rows: x if rows is None else x[rows]
+    return match_scores(self.module, self.seed_variables(seed), pick(music_MxE, music_M),
+                        pick(image_NxE, image_N), block)

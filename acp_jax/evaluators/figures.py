@@ -4,7 +4,7 @@
   * the correspondence confusion matrix on the fixed test pairs;
   * t-SNE maps of both towers' embeddings (at most `map_points` points each);
   * a Fig.-3 gallery: music segments (one per song, `gallery_rows_per_class` of each
-    class) and their `gallery_top_k` top-ranked test images.
+    class) and their `gallery_top_k` top-ranked test images; only those rows are scored.
 
 The gallery shows the images when it can find them: the pixels of a media config, the
 files under `image_dir`, or the generated corpus of a synthetic config; else coloured
@@ -87,13 +87,17 @@ class Evaluator:
       else:
         figures[f"2-D map of the {name} tower embeddings"] = path
 
-    # One segment per song ('<song>#<k>' ids), so that the rows show different songs.
-    score_MxI = subject.score_matrix("test", options.score_block)
+    # One segment per song ('<song>#<k>' ids), so that the rows show different songs; the
+    # first `gallery_rows_per_class` of each class, scored against every test image.
     songs = [music_id.rsplit("#", 1)[0] for music_id in test.music.ids]
     first = np.sort(np.unique(songs, return_index=True)[1])
+    first = np.sort(np.concatenate([
+        first[test.music.labels_N[first] == c][:options.gallery_rows_per_class]
+        for c in range(len(labels.CLASSES))]))
+    score_MxI = subject.scores("test", options.score_block, music_M=first)
     root = epath.Path(options.image_dir) if options.image_dir else test.image_root
     rows = report.gallery_rows(
-        score_MxI[first], [test.music.ids[m] for m in first], test.music.labels_N[first],
+        score_MxI, [test.music.ids[m] for m in first], test.music.labels_N[first],
         test.images.labels_N, test.images.emotions_N,
         rows_per_class=options.gallery_rows_per_class,
         top_k=min(options.gallery_top_k, len(test.images.ids)),
