@@ -17,6 +17,7 @@ import fakes
 from acp_jax import checkpoint
 from acp_jax import evaluate
 from acp_jax import generated
+from acp_jax import train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Wall-clock figures differ between runs; everything else must not.
