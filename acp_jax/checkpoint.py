@@ -33,7 +33,8 @@ from acp_jax import inputs
 
 # Config fields that shape the saved state: a checkpoint of other values does not fit.
 STATE_FIELDS = ("dataset", "model", "image_widths", "music_widths", "fusion_widths",
-                "image_channels", "music_channels", "num_seeds", "objective", "projection_widths")
+                "image_channels", "music_channels", "num_seeds", "objective", "projection_widths",
+                "class_loss_weight")
 
 # The config fields a resumed run may change: they cannot change its result. Every
 # other field (seed, optimiser, batch, data, model, inputs, evaluation and stopping)
@@ -51,6 +52,7 @@ FREE_FIELDS = (
 # runs had: `read_config` fills them in, so that such runs resume and restore.
 ADDED_FIELDS = {
     "objective": "correspondence",  # before contrastive objectives, every run was ACP-Net's
+    "class_loss_weight": 0.0,       # the paper's loss alone
 }
 
 

@@ -290,11 +290,13 @@ class StreamFeed:
   def __init__(self, config: ml_collections.ConfigDict, splits: dict[str, items.Split],
                mesh: jax.sharding.Mesh, objective: objectives.Objective,
                standardizers: Standardizers | None = None):
-    if objective.name != objectives.Correspondence.name:
+    if objective != objectives.Correspondence():
       raise UserError(
-          f"config.objective={objective.name!r} trains on batches of items, which streamed "
-          "media do not provide yet; train it on features (configs/contrastive.py) or set "
-          "--config.input.stream=False to hold the media in device memory.")
+          f"config.objective={objective.name!r} (class_loss_weight "
+          f"{getattr(objective, 'class_loss_weight', 0)}) trains on item classes or batches of "
+          "items, which streamed media do not provide yet; train it on features "
+          "(configs/contrastive.py) or set --config.input.stream=False to hold the media in "
+          "device memory.")
     self.config, self.splits, self.mesh = config, splits, mesh
     self.kinds = inputs.kinds(config)
     train = splits["train"]

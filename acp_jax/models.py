@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from acp_jax import labels
+
 NUM_LOGITS = 2  # false / true correspondence
 
 
@@ -170,13 +172,33 @@ class ACPNet(TwoTowers):
 
   Attributes (besides `TwoTowers`'):
     fusion_widths: hidden FC widths of the fusion head; one more FC layer gives the logits.
+    class_heads: a linear emotion-class classifier on each tower's embedding, trained by
+      the objective's class loss (`config.class_loss_weight`); not part of a pair's score.
   """
   fusion_widths: Sequence[int] = ()
+  class_heads: bool = False
 
   def setup(self):
     super().setup()
     self.fusion = FullyConnected(self.fusion_widths, self.dropout_rate)
     self.logits = Dense(NUM_LOGITS)
+    if self.class_heads:
+      self.image_classes = Dense(len(labels.CLASSES))
+      self.music_classes = Dense(len(labels.CLASSES))
+
+  def __call__(self, image_BxD: jax.Array, music_BxD: jax.Array, *,
+               train: bool = False) -> jax.Array:
+    if self.class_heads:  # through the heads, so that init makes their params too
+      return self.logits_and_classes(image_BxD, music_BxD, train=train)[0]
+    return super().__call__(image_BxD, music_BxD, train=train)
+
+  def logits_and_classes(self, image_BxD: jax.Array, music_BxD: jax.Array, *,
+                         train: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(pair logits_Bx2, image class logits_BxC, music class logits_BxC)."""
+    image_BxE = self.embed_image(image_BxD, train=train)
+    music_BxE = self.embed_music(music_BxD, train=train)
+    return (self.fuse(image_BxE, music_BxE, train=train), self.image_classes(image_BxE),
+            self.music_classes(music_BxE))
 
   def fuse(self, image_BxE: jax.Array, music_BxE: jax.Array, *, train: bool = False) -> jax.Array:
     joint_Bx2E = jnp.concatenate([image_BxE, music_BxE], axis=-1)
@@ -278,7 +300,8 @@ def _acp_net(config: ml_collections.ConfigDict, **conv_towers) -> nn.Module:
                 dropout_rate=config.dropout_rate, dropout_in_towers=config.dropout_in_towers,
                 **conv_towers)
   if config.objective == "correspondence":
-    return ACPNet(fusion_widths=tuple(config.fusion_widths), **towers)
+    return ACPNet(fusion_widths=tuple(config.fusion_widths),
+                  class_heads=config.class_loss_weight > 0, **towers)
   return EmbeddingNet(projection_widths=tuple(config.projection_widths),
                       projection_dropout_rate=config.projection_dropout_rate,
                       logit_scale_init=config.logit_scale_init,

@@ -105,19 +105,43 @@ def best_cut(score_P: jax.Array, label_P: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Correspondence:
-  """ACP-Net's pair cross-entropy; the decision is the argmax of the two logits."""
+  """ACP-Net's pair cross-entropy; the decision is the argmax of the two logits.
+
+  With `class_loss_weight` > 0 (not the paper's), the loss adds that weight times each
+  tower's class cross-entropy on the pair's items (the model's class heads). The pair
+  label says whether two classes agree: an MLP on the concatenated embeddings has to
+  learn that as an interaction of towers that know no class yet, and with weak class
+  cues it sits at a constant answer (loss ln 2) where a linear model finds the classes.
+  The class loss gives each tower a first-order class signal to start from.
+  """
   name: ClassVar[str] = "correspondence"
+  class_loss_weight: float = 0.0
 
   def sample(self, key: jax.Array, tables: pairs.Tables, batch_size: int) -> Sample:
-    """Balanced true/false pairs; the target is the pair label."""
-    return pairs.sample_pairs(key, tables, batch_size)
+    """Balanced true/false pairs; the target is the pair label (B) or, with the class loss,
+    (pair label, image class, music class) of each row (Bx3)."""
+    image_B, music_B, label_B = pairs.sample_pairs(key, tables, batch_size)
+    if not self.class_loss_weight:
+      return image_B, music_B, label_B
+    return image_B, music_B, jnp.stack(
+        [label_B, tables.image_labels_N[image_B], tables.music_labels_M[music_B]], axis=-1)
 
   def loss(self, model: Any, variables: dict, image_BxD: jax.Array, music_BxD: jax.Array,
-           label_B: jax.Array, dropout_key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+           target_B: jax.Array, dropout_key: jax.Array
+           ) -> tuple[jax.Array, tuple[jax.Array, Any]]:
     """(loss, (in-batch accuracy, updated batch_stats))."""
-    logits_Bx2, updated = model.apply(variables, image_BxD, music_BxD, train=True,
-                                      rngs={"dropout": dropout_key}, mutable=["batch_stats"])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits_Bx2, label_B).mean()
+    cross_entropy = optax.softmax_cross_entropy_with_integer_labels
+    kwargs = dict(train=True, rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+    if not self.class_loss_weight:
+      logits_Bx2, updated = model.apply(variables, image_BxD, music_BxD, **kwargs)
+      label_B, loss = target_B, cross_entropy(logits_Bx2, target_B).mean()
+    else:
+      (logits_Bx2, image_BxC, music_BxC), updated = model.apply(
+          variables, image_BxD, music_BxD, method="logits_and_classes", **kwargs)
+      label_B = target_B[:, 0]
+      loss = cross_entropy(logits_Bx2, label_B).mean() + self.class_loss_weight * (
+          cross_entropy(image_BxC, target_B[:, 1]).mean()
+          + cross_entropy(music_BxC, target_B[:, 2]).mean())
     return loss, (jnp.mean(jnp.argmax(logits_Bx2, -1) == label_B), updated["batch_stats"])
 
   def choose_cut(self, score_P: jax.Array, label_P: jax.Array) -> jax.Array:
@@ -190,7 +214,7 @@ def create_objective(config: ml_collections.ConfigDict) -> Objective:
   restored run (acp_jax/evaluate.py) and handed to what needs it."""
   name = config.objective
   if name == "correspondence":
-    return Correspondence()
+    return Correspondence(class_loss_weight=config.class_loss_weight)
   if name == "supcon":
     return SupCon(temperature=config.temperature, weights=tuple(config.supcon_weights))
   if name == "sigmoid":

@@ -33,6 +33,7 @@ class Tables:
   image_NxD: jax.Array
   music_MxD: jax.Array
   image_labels_N: jax.Array
+  music_labels_M: jax.Array
   music_by_class_M: jax.Array
   music_start_C: jax.Array
   music_count_C: jax.Array
@@ -45,6 +46,7 @@ def make_tables(image_NxD: np.ndarray | None, music_MxD: np.ndarray | None,
   return Tables(
       image_NxD=image_NxD, music_MxD=music_MxD,
       image_labels_N=np.asarray(image_labels_N, np.int32),
+      music_labels_M=np.asarray(music_labels_M, np.int32),
       music_by_class_M=np.argsort(music_labels_M, kind="stable").astype(np.int32),
       music_start_C=(np.cumsum(music_count_C) - music_count_C).astype(np.int32),
       music_count_C=music_count_C.astype(np.int32))

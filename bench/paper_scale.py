@@ -9,7 +9,7 @@ IMAC's sizes (acp_jax/generated.py: 85,007 images and ~15k music segments, 70:10
 fixed pairs one per item by the builder's rule) with a class signal a model can learn
 (`--signal`, against unit noise; `--label_noise` of the labels redrawn, which sets the
 oracle). `--scale` multiplies every size; `--objective=supcon` trains configs/
-contrastive.py's supcon instead.
+contrastive.py's supcon instead, `--class_loss_weight=1` configs/acp.py:class_loss.
 
 Prints a table and writes one JSON object (`--json`: to stdout alone) with the seconds
 of each phase (`phases_s`: data, compile, train, then each evaluator and the report),
@@ -46,6 +46,8 @@ def define_flags() -> None:
   flags.DEFINE_float("label_noise", 0.3, "Fraction of labels redrawn uniformly.")
   flags.DEFINE_enum("objective", "correspondence", ["correspondence", "supcon"],
                     "configs/acp.py's, or configs/contrastive.py's supcon.")
+  flags.DEFINE_float("class_loss_weight", 0.0,
+                     "The towers' class loss (configs/acp.py:class_loss has 1; the paper 0).")
   flags.DEFINE_bool("json", False, "Print the JSON object alone.")
 
 
@@ -66,7 +68,8 @@ def peak_device_gb() -> float | None:
 
 
 def run(workdir: str, *, epochs: int, scale: float, signal: float, label_noise: float,
-        objective: str = "correspondence", seed: int = 0) -> dict:
+        objective: str = "correspondence", class_loss_weight: float = 0.0,
+        seed: int = 0) -> dict:
   """One run; returns the benchmark's JSON object."""
   start = time.perf_counter()
   splits = generated.make_splits(seed, signal=signal, label_noise=label_noise,
@@ -76,13 +79,16 @@ def run(workdir: str, *, epochs: int, scale: float, signal: float, label_noise: 
             else contrastive.get_config("supcon"))
   config.dataset = "generated"
   config.num_epochs = epochs
+  if class_loss_weight:
+    config.class_loss_weight = class_loss_weight
   results = train.train_and_evaluate(config, workdir, splits=splits)
   train_s = results["phases_s"]["train"]
   end_of_run = {k: v for k, v in results["phases_s"].items()
                 if k not in ("data", "compile", "train")}
   return {
       "machine": cpu_name(), "device": str(jax.devices()[0].device_kind),
-      "num_devices": jax.device_count(), "objective": objective, "epochs": epochs,
+      "num_devices": jax.device_count(), "objective": objective,
+      "class_loss_weight": config.class_loss_weight, "epochs": epochs,
       "scale": scale, "signal": signal, "label_noise": label_noise,
       "images": {name: len(s.images.ids) for name, s in splits.items()},
       "music": {name: len(s.music.ids) for name, s in splits.items()},
@@ -123,7 +129,8 @@ def main(argv: list[str]) -> None:
   quiet = contextlib.redirect_stdout(sys.stderr) if FLAGS.json else contextlib.nullcontext()
   with tempfile.TemporaryDirectory() as workdir, quiet:
     report = run(workdir, epochs=FLAGS.epochs, scale=FLAGS.scale,
-                 signal=FLAGS.signal, label_noise=FLAGS.label_noise, objective=FLAGS.objective)
+                 signal=FLAGS.signal, label_noise=FLAGS.label_noise, objective=FLAGS.objective,
+                 class_loss_weight=FLAGS.class_loss_weight)
   if FLAGS.json:
     print(json.dumps(report))
   else:

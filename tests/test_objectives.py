@@ -11,6 +11,7 @@ from acp_jax import evaluate
 from acp_jax import generated
 from acp_jax import models
 from acp_jax import objectives
+from acp_jax import pairs
 from acp_jax import train
 from configs import contrastive
 
@@ -132,4 +133,36 @@ def test_contrastive_objective_learns_and_keeps_its_validation_threshold(tmp_pat
   assert abs(float(val["cut"][0])) < 1e-5  # already at the best cut
   assert float(val["accuracy"][0]) == pytest.approx(results["val_accuracy"])
   test = restored.pair_metrics("test")
+  assert float(test["accuracy"][0]) == pytest.approx(results["test_accuracy"])
+
+
+def test_class_loss_targets_are_each_items_class():
+  split = generated.make_splits()["train"]
+  tables = jax.device_put(pairs.make_tables(split.images.features_NxD, split.music.features_NxD,
+                                            split.images.labels_N, split.music.labels_N))
+  image_B, music_B, target_Bx3 = map(np.asarray, objectives.Correspondence(
+      class_loss_weight=1.0).sample(jax.random.key(0), tables, 64))
+  np.testing.assert_array_equal(target_Bx3[:, 1], split.images.labels_N[image_B])
+  np.testing.assert_array_equal(target_Bx3[:, 2], split.music.labels_N[music_B])
+  np.testing.assert_array_equal(target_Bx3[:, 0], target_Bx3[:, 1] == target_Bx3[:, 2])
+  # Without the class loss, the paper's draw: the same pairs, the pair label alone.
+  plain = objectives.Correspondence().sample(jax.random.key(0), tables, 64)
+  np.testing.assert_array_equal(np.asarray(plain[2]), target_Bx3[:, 0])
+
+
+def test_class_loss_trains_the_class_heads_and_restores(tmp_path):
+  splits = generated.make_splits()
+  config = fakes.small_config(class_loss_weight=1.0, num_epochs=3)
+  results = train.train_and_evaluate(config, str(tmp_path), splits=splits)
+  # The class heads learned the classes of the training items (chance 1/3).
+  best = checkpoint.load_best(tmp_path)
+  train_split, num = splits["train"], len(splits["train"].music.ids)
+  _, image_BxC, music_BxC = models.create_model(config).apply(
+      best.seed_variables(0), best.image_standardizer(train_split.images.features_NxD[:num]),
+      best.music_standardizer(train_split.music.features_NxD), method="logits_and_classes")
+  image_accuracy = np.mean(np.argmax(image_BxC, -1) == train_split.images.labels_N[:num])
+  music_accuracy = np.mean(np.argmax(music_BxC, -1) == train_split.music.labels_N)
+  assert image_accuracy > 0.6 and music_accuracy > 0.5, (image_accuracy, music_accuracy)
+  # The heads score no pair: the restored model's test accuracy is the run's.
+  test = evaluate.restore(tmp_path, splits=splits).pair_metrics("test")
   assert float(test["accuracy"][0]) == pytest.approx(results["test_accuracy"])
