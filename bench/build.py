@@ -99,12 +99,13 @@ def _encode_song(path: epath.Path, wave_TxC: np.ndarray) -> epath.Path:
   return path
 
 
-def write_corpus(root: epath.Path, num_images: int, num_songs: int, seed: int = 0) -> float:
+def write_corpus(root: epath.Path, num_images: int, num_songs: int, seed: int = 0,
+                 song_seconds: tuple[float, float] = (180, 300)) -> float:
   """IMAC's manual-dir layout at `root`; returns the seconds of audio written."""
   rng = np.random.default_rng(seed)
   rows, audio_s = [], 0.0
   for i in range(num_songs):
-    seconds = float(rng.uniform(180, 300))
+    seconds = float(rng.uniform(*song_seconds))
     (root / "music").mkdir(parents=True, exist_ok=True)
     path = _encode_song(root / "music" / f"{_song_name(i, SPLIT_CYCLE[i % 10])}.mp3",
                         _song_TxC(rng, seconds))
@@ -208,6 +209,17 @@ def _fit(small: tuple[int, float], large: tuple[int, float]) -> tuple[float, flo
   return max(c1 - per_image * n1, 0.0), per_image
 
 
+def full_imac_core_h_stages(stages: dict) -> float:
+  """Full-IMAC core-hours from the stages alone (`stage_costs`): the build with no overhead."""
+  return (IMAC_IMAGES * (stages["decode_cpu_s_per_image"] + stages["embed_cpu_s_per_image"])
+          + IMAC_AUDIO_S * stages["audio_cpu_s_per_audio_s"]) / 3600
+
+
+def imac_images(songs: int) -> int:
+  """Images beside `songs` songs in IMAC's ratio (3-5 min songs average 4 min)."""
+  return round(songs * 240 * IMAC_IMAGES / IMAC_AUDIO_S)
+
+
 def extrapolate(runs: dict[int, Run], sizes: dict[int, tuple[int, float]], cores: int,
                 stages: dict, gpu_images_per_s: float) -> dict:
   """Full-IMAC wall time and memory from the builds at two sizes (cost = fixed + per item).
@@ -229,10 +241,7 @@ def extrapolate(runs: dict[int, Run], sizes: dict[int, tuple[int, float]], cores
       "full_imac_h_loaded": ((wall_fixed + wall_per_image * IMAC_IMAGES) / 3600
                              if wall_per_image > 0 else float("nan")),
       "full_imac_core_h": cpu_s / 3600,
-      # The same from the stages alone: what the build would cost with no overhead.
-      "full_imac_core_h_stages": (IMAC_IMAGES * (stages["decode_cpu_s_per_image"]
-                                                 + stages["embed_cpu_s_per_image"])
-                                  + IMAC_AUDIO_S * stages["audio_cpu_s_per_audio_s"]) / 3600,
+      "full_imac_core_h_stages": full_imac_core_h_stages(stages),
       "full_imac_h_idle": (cpu_fixed + cpu_s) / cores / 3600,
       "full_imac_min_16core_gpu": (cpu_fixed / cores + max(max(cpu_s - embed_cpu_s, 0.0) / 16,
                                                           IMAC_IMAGES / gpu_images_per_s)) / 60,
@@ -253,8 +262,7 @@ def main():
   work = epath.Path(args.workdir)
   sizes, corpora = {}, {}
   for songs in args.songs:
-    # 3-5 min songs average 4 min: IMAC's images per hour of audio.
-    num_images = round(songs * 240 * IMAC_IMAGES / IMAC_AUDIO_S)
+    num_images = imac_images(songs)
     manual = work / f"corpus_{num_images}i_{songs}s"
     stamp = manual / "audio_seconds.txt"
     if not stamp.exists():

@@ -63,7 +63,7 @@ def _one_core():
     os.sched_setaffinity(0, cores)
 
 
-def _music(seconds: float, repeats: int) -> dict:
+def music_throughput(seconds: float, repeats: int) -> dict:
   """Audio-seconds per CPU-second of each descriptor mode and of the literal recipe.
 
   One pinned core, timed by its process CPU time: other users' load on the machine
@@ -86,7 +86,7 @@ def _music(seconds: float, repeats: int) -> dict:
           "exact_ratio": ref_s / exact_s, "fast_ratio": ref_s / fast_s}
 
 
-def _images(n: int, repeats: int) -> dict:
+def image_throughput(n: int, repeats: int) -> dict:
   """The embedder against Keras' InceptionV3 on n random 224x224 images, alternated.
 
   Each time is one call on the whole batch (the builder embeds 64 at a time) after a
@@ -95,7 +95,9 @@ def _images(n: int, repeats: int) -> dict:
   predict. The embedder runs with its default backend (Keras' model on TensorFlow on
   CPU, see `inception.default_backend`) and, for the record, with the Flax one.
   Alternating the calls lets the load from other processes hit all alike; a ratio is
-  the median of the per-round ratios.
+  the median of the per-round ratios. Keras runs on its configured backend, returned
+  (TensorFlow by default; bench.device picks JAX on accelerators, where this install's
+  TensorFlow, tensorflow-cpu, cannot go).
   """
   import keras  # pylint: disable=g-import-not-at-top  (heavy; only this half needs it)
   images = np.random.default_rng(0).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
@@ -118,7 +120,7 @@ def _images(n: int, repeats: int) -> dict:
       times[name].append(time.perf_counter() - start)
   times = {name: np.asarray(t) for name, t in times.items()}
   ratios = times["keras_predict"] / times[backend]
-  return {"backend": backend,
+  return {"backend": backend, "keras_backend": keras.backend.backend(),
           "images_per_s": float(n / times[backend].min()),
           "keras_images_per_s": float(n / times["keras_predict"].min()),
           "ratio": float(np.median(ratios)),
@@ -134,8 +136,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--json", action="store_true", help="print one JSON object")
   args = parser.parse_args()
-  result = {"music": _music(args.seconds, args.repeats),
-            "inception": _images(args.images, args.repeats)}
+  result = {"music": music_throughput(args.seconds, args.repeats),
+            "inception": image_throughput(args.images, args.repeats)}
   if args.json:
     print(json.dumps(result))
     return

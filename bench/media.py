@@ -21,6 +21,7 @@ one record per item: 224x224 uint8 pixels, 6 s int16 segments, features), the la
 import argparse
 import dataclasses
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -131,20 +132,43 @@ def pipeline(size: str, num_images: int, data_dir: str, dispatches: int, workers
           "worker_peak_rss_mb": _peak_rss_mb(resource.RUSAGE_CHILDREN)}
 
 
+def pipeline_in_fresh_process(size: str, num_images: int, data_dir: str, dispatches: int,
+                              workers: int, steps_per_dispatch: int) -> dict:
+  """`pipeline` in a new interpreter, so that its peak RSS is the input's alone."""
+  out = subprocess.run([sys.executable, "-m", "bench.media", "--pipeline", size,
+                        "--images", str(num_images), "--data_dir", data_dir,
+                        "--dispatches", str(dispatches), "--workers", str(workers),
+                        "--steps_per_dispatch", str(steps_per_dispatch)],
+                       capture_output=True, text=True,
+                       # The caller may hold most of an accelerator already (JAX preallocates).
+                       env=dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false"))
+  if out.returncode:
+    raise RuntimeError(f"bench.media --pipeline {size} failed:\n{out.stderr[-3000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def step_throughput(num_images: int, data_dir: str, dispatches: int, steps_per_dispatch: int,
-                    rounds: int = 2) -> dict:
-  """Training steps/s of the CPU demo's L3-Net on the smaller corpus, streamed and in memory."""
+                    rounds: int = 2, batch_size: int | None = None) -> dict:
+  """Training steps/s of the CPU demo's L3-Net on the smaller corpus, streamed and in memory.
+
+  Also the device memory the in-memory path holds for the corpus (its tables' bytes).
+  `batch_size`: the config's (64) unless given.
+  """
   config = l3net.get_config("synthetic")
   config.steps_per_dispatch = steps_per_dispatch
+  config.batch_size = batch_size or config.batch_size
   split = build("small", num_images, data_dir)
   mesh = inputs.make_mesh(config.batch_size)
   model, tx = models.create_model(config), train.make_optimizer(config)
   objective = objectives.create_objective(config)
   both = {"stream": feeds.StreamFeed(config, {"train": split}, mesh, objective),
           "in_memory": feeds.TableFeed(config, {"train": split}, mesh, objective)}
+  # Both feeds give the model the same inputs: one init, compiled once.
+  assert both["stream"].item_shapes == both["in_memory"].item_shapes
+  init = train.make_init(config, model, tx, *both["stream"].item_shapes)
   run = {}
   for name, feed in both.items():
-    state, _ = train.create_state(train.make_init(config, model, tx, *feed.item_shapes), mesh)
+    state, _ = train.create_state(init, mesh)
     chunk = train.make_train_chunk(config, model, tx, feed, objective).lower(
         state, feed.train_spec).compile()
     run[name] = [chunk, state, feed.train_data(0, 10 ** 6), []]
@@ -162,8 +186,10 @@ def step_throughput(num_images: int, data_dir: str, dispatches: int, steps_per_d
     feed.close()
   steps = dispatches * config.steps_per_dispatch
   per_s = {name: steps / min(times) for name, (_, _, _, times) in run.items()}
+  table_bytes = sum(x.nbytes for x in jax.tree.leaves(both["in_memory"].tables["train"]))
   return {"stream_steps_per_s": per_s["stream"], "in_memory_steps_per_s": per_s["in_memory"],
-          "stream_vs_in_memory": per_s["stream"] / per_s["in_memory"]}
+          "stream_vs_in_memory": per_s["stream"] / per_s["in_memory"],
+          "in_memory_table_mb": table_bytes / 2**20}
 
 
 def main() -> None:
@@ -185,12 +211,9 @@ def main() -> None:
     _builder(size, args.images, args.data_dir).download_and_prepare()
   results = {}
   for size in ("small", "large"):
-    out = subprocess.run([sys.executable, "-m", "bench.media", "--pipeline", size,
-                          "--images", str(args.images), "--data_dir", args.data_dir,
-                          "--dispatches", str(args.dispatches), "--workers", str(args.workers),
-                          "--steps_per_dispatch", str(args.steps_per_dispatch)],
-                         check=True, capture_output=True, text=True).stdout
-    results[f"pipeline_{size}"] = json.loads(out.strip().splitlines()[-1])
+    results[f"pipeline_{size}"] = pipeline_in_fresh_process(
+        size, args.images, args.data_dir, args.dispatches, args.workers,
+        args.steps_per_dispatch)
     print(f"pipeline_{size}", results[f"pipeline_{size}"], file=sys.stderr, flush=True)
   small, large = results["pipeline_small"], results["pipeline_large"]
   results["large_vs_small"] = {key: large[key] / small[key] for key in

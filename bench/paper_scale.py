@@ -28,6 +28,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 
 from acp_jax import generated
@@ -125,6 +126,8 @@ def table(report: dict) -> str:
 
 def main(argv: list[str]) -> None:
   del argv
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.ERROR)  # orbax logs every save at INFO, as launch.py says
   # With --json, stdout holds the JSON alone: the run's own lines go to stderr.
   quiet = contextlib.redirect_stdout(sys.stderr) if FLAGS.json else contextlib.nullcontext()
   with tempfile.TemporaryDirectory() as workdir, quiet:

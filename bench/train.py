@@ -42,15 +42,19 @@ from acp_jax import objectives
 from acp_jax import train
 from configs import acp
 
-flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
-flags.DEFINE_list("batch_sizes", ["256", "4096"], "Batch sizes to measure.")
-flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds; the best round counts.")
-flags.DEFINE_float("round_seconds", 1.0, "Least time per path and round.")
-flags.DEFINE_list("peak_sizes", ["1024", "2048", "4096"],
-                  "Square matmul sizes whose best FLOP/s is the peak.")
 FLAGS = flags.FLAGS
 
 NUM_IMAGES, NUM_MUSIC, IMAGE_DIM, MUSIC_DIM, NUM_CLASSES = 8192, 1024, 2048, 193, 3
+
+
+def define_flags() -> None:
+  """The command line's flags (not defined on import: bench.device imports this module)."""
+  flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
+  flags.DEFINE_list("batch_sizes", ["256", "4096"], "Batch sizes to measure.")
+  flags.DEFINE_integer("rounds", 3, "Interleaved timing rounds; the best round counts.")
+  flags.DEFINE_float("round_seconds", 1.0, "Least time per path and round.")
+  flags.DEFINE_list("peak_sizes", ["1024", "2048", "4096"],
+                    "Square matmul sizes whose best FLOP/s is the peak.")
 
 
 def _train_split(rng: np.random.Generator) -> items.Split:
@@ -128,13 +132,15 @@ def host_sampler(image_labels_N: np.ndarray, music_labels_M: np.ndarray, batch_s
   return sample
 
 
-def bench_batch(batch_size: int, split: items.Split, rounds: int,
-                round_seconds: float) -> dict[str, float]:
+def bench_batch(batch_size: int, split: items.Split, rounds: int, round_seconds: float,
+                steps_per_dispatch: int | None = None) -> dict[str, float]:
+  """Both loops at one batch size; `steps_per_dispatch` given, the real loop's."""
   config = acp.get_config()  # a fresh copy: nothing set for one batch size leaks to the next
   config.batch_size = batch_size
   # About as many pairs per dispatch at every batch size; dispatch cost is negligible
   # beside a step of 4096 pairs.
-  config.steps_per_dispatch = max(1, config.steps_per_dispatch * 256 // batch_size)
+  config.steps_per_dispatch = steps_per_dispatch or max(
+      1, config.steps_per_dispatch * 256 // batch_size)
   mesh = inputs.make_mesh(batch_size)
   model = models.create_model(config)
   tx = train.make_optimizer(config)
@@ -190,34 +196,42 @@ def bench_batch(batch_size: int, split: items.Split, rounds: int,
           "steps_per_dispatch": config.steps_per_dispatch}
 
 
-def main(argv: list[str]) -> None:
-  del argv
+def run(*, batch_sizes: list[int], rounds: int, round_seconds: float, peak_sizes: list[int],
+        steps_per_dispatch: int | None = None) -> dict:
+  """The benchmark's JSON object: the matmul peak, then each batch size against it."""
   split = _train_split(np.random.default_rng(0))
-  peak = matmul_peak([int(n) for n in FLAGS.peak_sizes], FLAGS.rounds, FLAGS.round_seconds)
-  rows = {int(b): bench_batch(int(b), split, FLAGS.rounds, FLAGS.round_seconds)
-          for b in FLAGS.batch_sizes}
+  peak = matmul_peak(peak_sizes, rounds, round_seconds)
+  rows = {b: bench_batch(b, split, rounds, round_seconds, steps_per_dispatch)
+          for b in batch_sizes}
   for row in rows.values():
     row["fraction_of_peak"] = row["flops_per_second"] / peak["flops_per_second"]
-  report = {"device": str(jax.devices()[0].device_kind), "num_devices": jax.device_count(),
-            "matmul_peak_flops_per_second": peak["flops_per_second"],
-            "matmul_peak_size": peak["size"],
-            **{key: {str(b): row[key] for b, row in rows.items()} for key in rows[min(rows)]}}
+  return {"device": str(jax.devices()[0].device_kind), "num_devices": jax.device_count(),
+          "matmul_peak_flops_per_second": peak["flops_per_second"],
+          "matmul_peak_size": peak["size"],
+          **{key: {str(b): row[key] for b, row in rows.items()} for key in rows[min(rows)]}}
+
+
+def main(argv: list[str]) -> None:
+  del argv
+  report = run(batch_sizes=[int(b) for b in FLAGS.batch_sizes], rounds=FLAGS.rounds,
+               round_seconds=FLAGS.round_seconds, peak_sizes=[int(n) for n in FLAGS.peak_sizes])
   if FLAGS.json:
     print(json.dumps(report))
     return
   print(f"{report['num_devices']} x {report['device']}; matmul peak "
-        f"{peak['flops_per_second'] / 1e9:.1f} GFLOP/s (best square float32 matmul, "
-        f"n = {peak['size']}, measured in this run)")
+        f"{report['matmul_peak_flops_per_second'] / 1e9:.1f} GFLOP/s (best square float32 "
+        f"matmul, n = {report['matmul_peak_size']}, measured in this run)")
   print("pairs/s: training pairs of one model per second; speedup: real over the "
         "straightforward loop; GFLOP/s: the real step's matmuls; of peak: GFLOP/s / peak")
   print(f"{'batch':>6} {'pairs/s':>10} {'straightforward':>16} {'speedup':>8} "
         f"{'GFLOP/s':>8} {'of peak':>8}")
-  for b, row in rows.items():
-    print(f"{b:>6} {row['pairs_per_second']:>10.0f} "
-          f"{row['straightforward_pairs_per_second']:>16.0f} "
-          f"{row['speedup']:>7.2f}x {row['flops_per_second'] / 1e9:>8.1f} "
-          f"{row['fraction_of_peak']:>7.0%}")
+  for b in report["speedup"]:
+    print(f"{b:>6} {report['pairs_per_second'][b]:>10.0f} "
+          f"{report['straightforward_pairs_per_second'][b]:>16.0f} "
+          f"{report['speedup'][b]:>7.2f}x {report['flops_per_second'][b] / 1e9:>8.1f} "
+          f"{report['fraction_of_peak'][b]:>7.0%}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
