@@ -161,8 +161,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 "objective": subject.config.objective})
   base.pop("phases_s", None)  # the training's; this job has its own
   try:
-    return evaluate_run(subject, {**base, "checkpoint_dir": str(run_dir)}, config.evals,
-                        out_dir, config.report.compare,
-                        {"restore": time.perf_counter() - start})
+    results = evaluate_run(subject, {**base, "checkpoint_dir": str(run_dir)}, config.evals,
+                           out_dir, config.report.compare,
+                           {"restore": time.perf_counter() - start})
   finally:
     subject.feed.close()
+  if jax.process_index() == 0:
+    print(report.summary(results, out_dir))
+  return results
