@@ -151,8 +151,9 @@ class Subject:
                       ) -> tuple[np.ndarray, np.ndarray]:
     """(image_NxE, music_MxE) of one seed (default: the analysed one), on the host."""
     seed = self.seed if seed is None else seed
-    return self._cached(("host", split, seed),
-                        lambda: tuple(_host(x)[seed] for x in self.embeddings(split)))
+    every_seed = self._cached(("host", split),
+                              lambda: tuple(_host(x) for x in self.embeddings(split)))
+    return tuple(x_SxNxE[seed] for x_SxNxE in every_seed)
 
   def pair_metrics(self, split: str) -> dict[str, np.ndarray]:
     """`pair_metrics` of every seed on the split's fixed pairs: S, or S x P for the per-pair
@@ -162,8 +163,8 @@ class Subject:
         self.variables_S, *self.embeddings(split), self.feed.fixed[split])))
 
   def seed_variables(self, seed: int) -> dict:
-    return self._cached(("variables", seed), lambda: jax.tree.map(
-        lambda x: _host(x)[seed], self.variables_S))
+    every_seed = self._cached(("variables",), lambda: jax.tree.map(_host, self.variables_S))
+    return jax.tree.map(lambda x: x[seed], every_seed)
 
   def scores(self, split: str, block: int, seed: int | None = None,
              music_M: np.ndarray | None = None, image_N: np.ndarray | None = None
