@@ -126,11 +126,13 @@ def load_splits(name: str, data_dir: str | None = None) -> dict[str, items.Split
   return {split_name: dataclasses.replace(split, fingerprint=fingerprints.get(split_name),
                                          inception_weights=metadata.get("inception_weights"),
                                          oracle_accuracy=oracle.get(split_name),
-                                         image_root=_image_root(builder))
+                                         corpus_root=_corpus_root(builder),
+                                         segment_seconds=metadata.get("descriptor", {}).get(
+                                             "segment_seconds"))
           for split_name, split in splits.items()}
 
 
-def _image_root(builder: tfds.core.DatasetBuilder) -> epath.Path | None:
+def _corpus_root(builder: tfds.core.DatasetBuilder) -> epath.Path | None:
   """The generated corpus's root (images/<emotion>/<name>) of a synthetic config, if kept."""
   if builder.builder_config.synthetic is None:
     return None

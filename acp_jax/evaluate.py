@@ -4,7 +4,7 @@
 (default: its name) is a module of acp_jax/evaluators and the other fields are its
 options. `evaluate_run` runs them on a `Subject` (the model's seeds and its splits) in
 the order of EVALUATORS, times each, and writes what they return: results.json,
-report.md and figures/ (acp_jax/report.py lays them out). The training loop's
+report.md, report.html, figures/ and gallery/ (acp_jax/report.py lays them out). The training loop's
 validation scores the validation pairs as the `pairs` evaluator scores the test pairs
 (evaluators/common.py), to stop early.
 
@@ -64,7 +64,8 @@ def evaluate_run(subject: common.Subject, results: dict[str, Any],
     subject: the model evaluated.
     results: what is known of the run already (dataset, model, steps, ...).
     evals: `config.evals`.
-    out_dir: where results.json, report.md and figures/ go (written by process 0).
+    out_dir: where results.json, report.md, report.html, figures/ and gallery/ go
+      (written by process 0).
     compare: other runs' workdirs, comma-separated: their Table 4 rows join this one's.
     phases_s: the seconds of the phases before, to which each evaluator's and the
       report's are added (`phases_s` in results.json).
@@ -145,8 +146,8 @@ def restore(workdir: epath.PathLike, *, dataset: str | None = None,
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """The evaluate job: `config.evals` on the best checkpoint of `config.checkpoint_dir`.
 
-  Writes results.json (the run's own, with what the evaluators return), report.md and
-  figures/ to `workdir`, and returns the results.
+  Writes results.json (the run's own, with what the evaluators return), report.md,
+  report.html, figures/ and gallery/ to `workdir`, and returns the results.
   """
   if not config.checkpoint_dir:
     raise UserError("set --config.checkpoint_dir to the workdir of a trained run")
@@ -160,6 +161,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
           else {"dataset": subject.config.dataset, "model": subject.config.model,
                 "objective": subject.config.objective})
   base.pop("phases_s", None)  # the training's; this job has its own
+  base.pop("gallery", None)  # its files lie in the run's folder; a figures evaluator makes one here
   try:
     results = evaluate_run(subject, {**base, "checkpoint_dir": str(run_dir)}, config.evals,
                            out_dir, config.report.compare,

@@ -44,5 +44,9 @@ class Split:
   # Accuracy on the fixed pairs of answering 'match' iff the items' cue classes agree
   # (recorded by the build of a synthetic corpus); None: cues unknown.
   oracle_accuracy: float | None = None
-  # Root of images/<emotion>/<name>.<ext> holding the split's image files, if known.
-  image_root: Any = None
+  # Root of the split's raw corpus (images/<emotion>/<name>.<ext>, music/<song_id>.<ext>),
+  # if known: a synthetic config's generated corpus.
+  corpus_root: Any = None
+  # Seconds of a music segment (the dataset's descriptor): segment `<song_id>#<k>` starts
+  # k segments into its song. None: unknown.
+  segment_seconds: float | None = None

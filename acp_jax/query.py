@@ -6,7 +6,8 @@ descriptors with the descriptor config the builder recorded in the dataset's
 metadata; an image loaded and resized as the builder does, through Inception-V3 with
 the weights (or random-init seed) it recorded. The run's training statistics then
 standardise them, and the model's towers and fusion head score them against every
-item of the other modality in the chosen splits.
+item of the other modality in the chosen splits. The job's report.html shows the query
+and its matches with their media (acp_jax/gallery.py).
 """
 
 import json
@@ -21,8 +22,10 @@ import tensorflow_datasets as tfds
 from acp_jax import MissingInputError
 from acp_jax import UserError
 from acp_jax import evaluate
+from acp_jax import gallery
 from acp_jax import inputs
 from acp_jax import labels
+from acp_jax import report
 from acp_jax.evaluators import common
 from acp_jax.features import inception
 from acp_jax.features import media
@@ -91,9 +94,10 @@ def query_features(path: epath.PathLike, builder: tfds.core.DatasetBuilder,
 
 
 def _pool(subject: common.Subject, names: tuple[str, ...], modality: str
-          ) -> tuple[list[dict], np.ndarray]:
-  """The searched items of one modality (id, split, class, emotion) and their embeddings."""
-  found, embeddings = [], []
+          ) -> tuple[list[dict], list[tuple[str, int]], np.ndarray]:
+  """The searched items of one modality (id, split, class, emotion), where each is (its
+  split and index there), and their embeddings."""
+  found, places, embeddings = [], [], []
   for name in names:
     image_NxE, music_MxE = subject.seed_embeddings(name)
     side = subject.splits[name].images if modality == "image" else subject.splits[name].music
@@ -103,11 +107,13 @@ def _pool(subject: common.Subject, names: tuple[str, ...], modality: str
       if side.emotions_N is not None:
         item["emotion"] = labels.EMOTIONS[side.emotions_N[i]]
       found.append(item)
-  return found, np.concatenate(embeddings)
+      places.append((name, i))
+  return found, places, np.concatenate(embeddings)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """The retrieve job: prints the query's top matches and writes `<workdir>/matches.json`.
+  """The retrieve job: prints the query's top matches and writes `<workdir>/matches.json`,
+  and `<workdir>/report.html`, which shows or plays the query and its matches.
 
   A music query of several segments scores each segment against each image and ranks
   the images by the mean log-odds over its segments.
@@ -140,12 +146,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       subject.module, variables, rows_NxD, method, run_config.batch_size))
   if modality == "music":
     query_SxE = embed(music_std(features_SxD), "embed_music")
-    found, pool_NxE = _pool(subject, names, "image")
+    found, places, pool_NxE = _pool(subject, names, "image")
     score_N = common.match_scores(subject.module, variables, query_SxE, pool_NxE,
                                   config.score_block).mean(axis=0)
   else:
     query_1xE = embed(image_std(features_SxD), "embed_image")
-    found, pool_NxE = _pool(subject, names, "music")
+    found, places, pool_NxE = _pool(subject, names, "music")
     score_N = common.match_scores(subject.module, variables, pool_NxE, query_1xE,
                                   config.score_block)[:, 0]
   subject.feed.close()
@@ -159,16 +165,31 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   out = epath.Path(workdir)
   out.mkdir(parents=True, exist_ok=True)
   (out / "matches.json").write_text(json.dumps(result, indent=2) + "\n")
+
+  listening = gallery.Gallery({name: subject.splits[name] for name in names}, out, config.media)
+  other = "image" if modality == "music" else "music"
+  shown = {**listening.query_file(config.query, modality), "matches": []}
+  for i in top:  # a query file has no class: its matches are not marked
+    split, index = places[i]
+    shown["matches"].append({**listening.item(split, other, index), "score": float(score_N[i]),
+                             "match": None})
+  report.write_html(out, f"Query: {epath.Path(config.query).name}",
+                    {"gallery": {"notes": listening.notes, f"{modality}_to_{other}": [shown]}},
+                    intro=_heading(result))
   return result
 
 
-def _table(result: dict) -> str:
+def _heading(result: dict) -> list[str]:
   other = "images" if result["modality"] == "music" else "music segments"
   segments = (f", {result['segments']} segment(s), log-odds averaged over them"
               if result["modality"] == "music" else "")
-  lines = [f"Query: {result['query']} ({result['modality']}{segments})",
-           f"Top {len(result['matches'])} of {result['pool_size']} {other} in {result['dataset']} "
-           f"({'+'.join(result['splits'])}) by match log-odds; model: {result['model']}",
+  return [f"Query: {result['query']} ({result['modality']}{segments})",
+          f"Top {len(result['matches'])} of {result['pool_size']} {other} in {result['dataset']} "
+          f"({'+'.join(result['splits'])}) by match log-odds; model: {result['model']}"]
+
+
+def _table(result: dict) -> str:
+  lines = [*_heading(result),
            f"{'rank':>4}  {'score':>8}  {'class':<9} {'emotion':<12} {'split':<11} id"]
   for m in result["matches"]:
     lines.append(f"{m['rank']:>4}  {m['score']:>8.3f}  {m['class']:<9} {m.get('emotion', '-'):<12} "

@@ -1,8 +1,10 @@
-"""The run report: Markdown tables laid out like the paper's Tables 4 and 5, JSON, PNGs.
+"""The run report: tables laid out like the paper's Tables 4 and 5, JSON, PNGs, a page.
 
 The report only lays out what the evaluators return (acp_jax/evaluate.py). Each plot is
 its own function writing one PNG (matplotlib, Agg backend), and `write_report` turns a
-results dict plus those PNGs into `report.md` and `results.json` in one directory.
+results dict plus those PNGs into `results.json` and two layouts of the same tables in
+one directory: `report.md`, and `report.html`, a static page (templates/report.html.j2,
+Jinja2 with every text escaped) that also plays the listening gallery's clips.
 
 Results dict (every accuracy, AUC and retrieval metric a fraction in [0, 1]; any
 value may carry a `<name>_std` sibling, the sample std over seeds, shown as
@@ -17,6 +19,7 @@ value may carry a `<name>_std` sibling, the sample std over seeds, shown as
     "interval": "95% t interval ...",   # optional: what the [low, high] intervals are
     "test_auc": 0.67,
     "val_accuracy": 0.63,               # at the best-validation checkpoint
+    "test_chance": 0.5,                 # optional: one answer for every test pair
     "oracle_accuracy": 0.91,            # optional: ceiling from the synthetic cues
     "model": "acp",                     # optional: the run's row of Table 4 ("acp" if absent)
     "objective": "correspondence",      # optional; another objective's row is "acp+supcon"
@@ -36,12 +39,13 @@ value may carry a `<name>_std` sibling, the sample std over seeds, shown as
                          "queries": Q, "per_class": {"p@1": [per class], ...}},
       "image_to_music": {...},
     },
+    "gallery": {...},                   # optional: the listening gallery, acp_jax/gallery.py
   }
 
 Models or entries not run are shown as "—".
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 import dataclasses
 import json
 import os
@@ -49,18 +53,19 @@ import pathlib
 import textwrap
 from typing import Any
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib import pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 import threadpoolctl  # noqa: E402
 
 from acp_jax import MissingInputError  # noqa: E402
 from acp_jax import UserError  # noqa: E402
-from acp_jax import labels  # noqa: E402
 
 FIGURES_DIR = "figures"  # under the report's directory
 
@@ -209,50 +214,6 @@ def plot_embedding_map(emb_NxD: np.ndarray, labels_N: np.ndarray, class_names: S
   return None
 
 
-@dataclasses.dataclass(frozen=True)
-class GalleryImage:
-  """One retrieved image in a gallery row."""
-  emotion: str                       # the image's emotion (or class) name
-  score: float                       # the model's score of the (music, image) pair
-  match: bool                        # true correspondence: same broad class as the music
-  pixels: np.ndarray | None = None   # HxWx3 uint8; None draws a placeholder
-
-
-@dataclasses.dataclass(frozen=True)
-class GalleryRow:
-  """A music segment and its top-ranked images."""
-  music_id: str
-  music_class: str
-  images: Sequence[GalleryImage]
-  strip: np.ndarray | None = None    # 1-D signal drawn under the label (waveform, descriptor)
-
-
-def gallery_rows(score_MxI: np.ndarray, music_ids: Sequence[str], music_labels_M: np.ndarray,
-                 image_labels_I: np.ndarray, image_emotions_I: np.ndarray | None, *,
-                 rows_per_class: int, top_k: int,
-                 image_loader: Callable[[int], np.ndarray | None] | None = None,
-                 strips: Sequence[np.ndarray] | None = None) -> list[GalleryRow]:
-  """The first `rows_per_class` music segments of each class and their top-k images.
-
-  Images rank by score, ties by index as in `retrieval`. `image_loader(i)` gives
-  the pixels of image i (None for a placeholder); `strips[m]` a signal of segment m.
-  """
-  music_labels_M, image_labels_I = np.asarray(music_labels_M), np.asarray(image_labels_I)
-  rows = []
-  for c in range(len(labels.CLASSES)):
-    for m in np.flatnonzero(music_labels_M == c)[:rows_per_class]:
-      score_I = np.asarray(score_MxI[m], np.float32)
-      top = np.argsort(-score_I, kind="stable")[:top_k]
-      images = [GalleryImage(
-          emotion=(labels.EMOTIONS[image_emotions_I[i]] if image_emotions_I is not None
-                   else labels.CLASSES[image_labels_I[i]]),
-          score=float(score_I[i]), match=bool(image_labels_I[i] == c),
-          pixels=image_loader(int(i)) if image_loader else None) for i in top]
-      rows.append(GalleryRow(music_ids[m], labels.CLASSES[c], images,
-                             None if strips is None else np.asarray(strips[m])))
-  return rows
-
-
 def _draw_placeholder(ax: plt.Axes, emotion: str) -> None:
   colour = _colour(emotion, 0)
   ax.set_facecolor(colour)
@@ -273,46 +234,44 @@ def _square_crop(pixels_HxWx3: np.ndarray) -> np.ndarray:
   return pixels_HxWx3[top:top + side, left:left + side]
 
 
-def plot_gallery(rows: Sequence[GalleryRow], path: str | pathlib.Path,
-                 title: str = "Music → top-ranked images") -> None:
-  """Fig.-3-style grid: one music segment a row, its ranked images with ✓ / ✗ marks."""
+def plot_gallery(rows: Sequence[Mapping], report_dir: str | pathlib.Path,
+                 path: str | pathlib.Path, title: str = "Music → top-ranked images") -> None:
+  """Fig.-3-style grid of the gallery's music queries (acp_jax/gallery.py): one segment a
+  row, its ranked images (their thumbnails' files relative to `report_dir`) marked ✓ / ✗."""
   if not rows:
     raise ValueError("no gallery rows to draw")
-  top_k = max(len(row.images) for row in rows)
+  top_k = max(len(row["matches"]) for row in rows)
   fig = plt.figure(figsize=(2.3 + 1.55 * top_k, 2.0 * len(rows) + 0.5))
   grid = fig.add_gridspec(len(rows), top_k + 1, width_ratios=[1.5] + [1] * top_k,
                           wspace=0.12, hspace=0.55)
   for r, row in enumerate(rows):
     label_ax = fig.add_subplot(grid[r, 0])
     label_ax.axis("off")
-    # Ids have no spaces to wrap at; cut them so they stay inside the label column.
-    label_ax.text(0.0, 0.98, textwrap.fill(row.music_id, 20), fontsize=9, fontweight="bold",
-                  transform=label_ax.transAxes, va="top")
-    label_ax.text(0.0, 0.5, f"true class: {row.music_class}", fontsize=9,
-                  color=_colour(row.music_class, 0), transform=label_ax.transAxes, va="center")
-    if row.strip is not None:
-      strip_ax = label_ax.inset_axes((0.0, 0.05, 0.92, 0.35))
-      strip_ax.plot(np.asarray(row.strip, np.float32), lw=0.6, color=_colour(row.music_class, 0))
-      strip_ax.set_xticks([])
-      strip_ax.set_yticks([])
-      strip_ax.margins(x=0)
-    for j, image in enumerate(row.images):
+    # Ids have no spaces to wrap at; cut them so they stay inside the label column. They
+    # are the user's file names: text, never mathtext.
+    label_ax.text(0.0, 0.98, textwrap.fill(row["id"], 20), fontsize=9, fontweight="bold",
+                  transform=label_ax.transAxes, va="top", parse_math=False)
+    label_ax.text(0.0, 0.5, f"true class: {row['class']}", fontsize=9,
+                  color=_colour(row["class"], 0), transform=label_ax.transAxes, va="center")
+    for j, image in enumerate(row["matches"]):
       ax = fig.add_subplot(grid[r, j + 1])
       ax.set_box_aspect(1)
       ax.set_xticks([])
       ax.set_yticks([])
-      if image.pixels is None:
-        _draw_placeholder(ax, image.emotion)
+      emotion = image.get("emotion", image["class"])
+      if image["file"] is None:
+        _draw_placeholder(ax, emotion)
       else:
-        ax.imshow(_square_crop(image.pixels), aspect="auto")
-      mark, colour = ("✓", "#1a9e3f") if image.match else ("✗", "#d62728")
+        with Image.open(pathlib.Path(report_dir) / image["file"]) as thumbnail:
+          ax.imshow(_square_crop(np.asarray(thumbnail.convert("RGB"))), aspect="auto")
+      mark, colour = ("✓", "#1a9e3f") if image["match"] else ("✗", "#d62728")
       ax.text(0.88, 0.86, mark, transform=ax.transAxes, ha="center", va="center", fontsize=15,
               fontweight="bold", color=colour,
               bbox=dict(boxstyle="circle,pad=0.15", facecolor="white", edgecolor=colour, lw=1.2))
       for side in ax.spines.values():
         side.set_edgecolor(colour)
         side.set_linewidth(2.0)
-      ax.set_xlabel(f"{image.emotion}\nscore {image.score:.3f}", fontsize=8.5, labelpad=3)
+      ax.set_xlabel(f"{emotion}\nscore {image['score']:.3f}", fontsize=8.5, labelpad=3)
       if r == 0:
         ax.set_title(f"#{j + 1}", fontsize=9)
   fig.suptitle(title, fontsize=12)
@@ -333,9 +292,36 @@ def _cell(entry: Mapping | None, key: str, *, percent: bool = True) -> str:
   return text
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+@dataclasses.dataclass(frozen=True)
+class Table:
+  """A table of cells (text), laid out as Markdown in report.md and HTML in report.html."""
+  header: Sequence[str]
+  rows: Sequence[Sequence[str]]
+  title: str = ""                # a sub-table's title
+  after: Sequence[str] = ()      # paragraphs under it
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+  """A titled part of the report: paragraphs, then tables."""
+  title: str
+  tables: Sequence[Table]
+  before: Sequence[str] = ()
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
   return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
           *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def _markdown(section: Section) -> list[str]:
+  paragraphs = lambda texts: [line for text in texts for line in (text, "")]
+  lines = [f"## {section.title}", "", *paragraphs(section.before)]
+  for table in section.tables:
+    if table.title:
+      lines += [f"**{table.title}**", ""]
+    lines += [*_markdown_table(table.header, table.rows), "", *paragraphs(table.after)]
+  return lines
 
 
 def row_key(results: Mapping) -> str:
@@ -383,7 +369,7 @@ def _model_name(results: Mapping) -> str:
   return _row_name(row_key(results))
 
 
-def _table4(results: Mapping) -> list[str]:
+def _table4(results: Mapping) -> Section:
   models = dict(results.get("models", {}))
   models.setdefault(row_key(results), {k: v for k, v in results.items() if k.startswith("test_")})
   with_auc = any(m.get("test_auc") is not None for m in models.values())
@@ -396,6 +382,9 @@ def _table4(results: Mapping) -> list[str]:
   rows = [[name, paper, _cell(models.get(key), "test_accuracy"), count(models.get(key))]
           + [_cell(models.get(key), "test_auc", percent=False)] * with_auc
           for key, name, paper in paper_rows]
+  if results.get("test_chance") is not None:
+    rows.append(["Chance (one answer for every pair)", _DASH, _cell(results, "test_chance"),
+                 count(results)] + ["0.500"] * with_auc)
   if results.get("oracle_accuracy") is not None:
     rows.append(["Oracle ceiling (synthetic cues)", _DASH, _cell(results, "oracle_accuracy"),
                  count(results)] + [_DASH] * with_auc)
@@ -410,38 +399,41 @@ def _table4(results: Mapping) -> list[str]:
     notes.append(f"{_model_name(results)} validation accuracy: {_cell(results, 'val_accuracy')}%"
                  + (f" on {results['validation_pairs']} pairs." if "validation_pairs" in results
                     else "."))
-  return ["## Affective correspondence (paper Table 4)", "",
-          *_table(header, rows), "", " ".join(notes), ""]
+  after = [" ".join(notes)]
+  if results.get("analysed_model"):
+    after.append(f"Probes, retrieval and figures are of {results['analysed_model']}.")
+  return Section("Affective correspondence (paper Table 4)", [Table(header, rows, after=after)])
 
 
 def _table5_part(title: str, paper_rows: Sequence[tuple[str, str, float]],
-                 probe: Mapping | None) -> list[str]:
+                 probe: Mapping | None) -> Table:
   ours = {"random": _cell(probe, "chance"), "mlp": _cell(probe, "test_accuracy")}
   rows = [[name, f"{paper:.1f}", ours.get(key, _DASH)] for key, name, paper in paper_rows]
   rows.insert(1, ["Majority class", _DASH, _cell(probe, "majority")])
-  lines = [f"**{title}**", "", *_table(["Method", "Paper accuracy (%)", "Ours accuracy (%)"], rows)]
+  after = []
   if probe and probe.get("confusion") is not None:
-    lines += ["", f"Ours on {int(np.sum(probe['confusion']))} test items."]
+    after.append(f"Ours on {int(np.sum(probe['confusion']))} test items.")
   details = [f"{name} {_cell(probe, key)}%" for key, name in (
       ("test_balanced_accuracy", "balanced test accuracy"), ("val_accuracy", "validation accuracy"))
       if probe and probe.get(key) is not None]
   if probe and probe.get("best_epoch") is not None:
     details.append(f"best epoch {probe['best_epoch']} of {probe.get('epochs_run', _DASH)}")
   if details:
-    lines += ["", "MLP probe: " + ", ".join(details) + "."]
-  return lines + [""]
+    after.append("MLP probe: " + ", ".join(details) + ".")
+  return Table(["Method", "Paper accuracy (%)", "Ours accuracy (%)"], rows, title, after)
 
 
-def _table5(results: Mapping) -> list[str]:
+def _table5(results: Mapping) -> Section:
   probes = results.get("probe", {})
-  return [f"## Emotion recognition from {_model_name(results)} embeddings (paper Table 5)", "",
-          "Random = chance, 1 / number of classes. Majority class = always answering the "
-          "most frequent training class.", "",
-          *_table5_part("Emotion in images (8 classes)", PAPER_TABLE5_IMAGES, probes.get("image")),
-          *_table5_part("Emotion in music (3 classes)", PAPER_TABLE5_MUSIC, probes.get("music"))]
+  return Section(
+      f"Emotion recognition from {_model_name(results)} embeddings (paper Table 5)",
+      [_table5_part("Emotion in images (8 classes)", PAPER_TABLE5_IMAGES, probes.get("image")),
+       _table5_part("Emotion in music (3 classes)", PAPER_TABLE5_MUSIC, probes.get("music"))],
+      ["Random = chance, 1 / number of classes. Majority class = always answering the most "
+       "frequent training class."])
 
 
-def _retrieval_table(results: Mapping) -> list[str]:
+def _retrieval_table(results: Mapping) -> Section:
   """This run's retrieval and that of every compared run with one, each direction with chance."""
   retrieval = results["retrieval"]
   by_model = {key: row["retrieval"] for key, row in results.get("models", {}).items()
@@ -460,13 +452,19 @@ def _retrieval_table(results: Mapping) -> list[str]:
     rows.append(["", "chance"] + [_cell(direction.get("chance"), m) for m in metrics])
   queries = [f"{names.get(key, key)} {direction['queries']}" for key, direction in retrieval.items()
              if "queries" in direction]
-  return ["## Cross-modal retrieval", "",
-          "Ranked by each model's match score: ACP-Net's match log-odds, an embedding "
-          "model's cosine similarity. Relevant = same emotion class; each metric is averaged "
-          "over the queries of a class, then over classes (%); ± is the std over seeds. "
-          "Per-class figures are in results.json.", "",
-          *_table(header, rows), "",
-          *([f"Queries: {', '.join(queries)}.", ""] if queries else [])]
+  return Section(
+      "Cross-modal retrieval",
+      [Table(header, rows, after=[f"Queries: {', '.join(queries)}."] if queries else [])],
+      ["Ranked by each model's match score: ACP-Net's match log-odds, an embedding model's "
+       "cosine similarity. Relevant = same emotion class; each metric is averaged over the "
+       "queries of a class, then over classes (%); ± is the std over seeds. Per-class figures "
+       "are in results.json."])
+
+
+def sections(results: Mapping) -> list[Section]:
+  """The report's tables: Table 4, Table 5, and retrieval if it ran."""
+  return [_table4(results), _table5(results)] + (
+      [_retrieval_table(results)] if results.get("retrieval") else [])
 
 
 def _to_json(value):
@@ -488,9 +486,19 @@ def random_features_warning(results: Mapping) -> str | None:
               "; rebuild the dataset with the Keras ImageNet weights file for paper numbers."))
 
 
+def _title(results: Mapping) -> str:
+  dataset = results.get("dataset")
+  return f"{_model_name(results)} report" + (f": {dataset}" if dataset else "")
+
+
+def _relative(path: str | pathlib.Path, out_dir: pathlib.Path) -> str:
+  return pathlib.Path(os.path.relpath(pathlib.Path(path).resolve(), out_dir.resolve())).as_posix()
+
+
 def write_report(results: Mapping, out_dir: str | pathlib.Path,
                  figures: Mapping[str, str | pathlib.Path]) -> pathlib.Path:
-  """Writes `report.md` (tables, then `figures` by caption) and `results.json`.
+  """Writes `report.md` and `report.html` (tables, then `figures` by caption; the page also
+  the listening gallery) and `results.json`.
 
   Args:
     results: see the module docstring.
@@ -502,8 +510,8 @@ def write_report(results: Mapping, out_dir: str | pathlib.Path,
   """
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  dataset = results.get("dataset")
-  lines = [f"# {_model_name(results)} report" + (f": {dataset}" if dataset else ""), "",
+  tables = sections(results)
+  lines = [f"# {_title(results)}", "",
            "Paper: Verma, Dhekane, Guha, *Learning affective correspondence between music and "
            "image*, ICASSP 2019. \"—\" marks a model or entry not run.", ""]
   warning = random_features_warning(results)
@@ -515,21 +523,42 @@ def write_report(results: Mapping, out_dir: str | pathlib.Path,
               + " (fingerprints of each split's pair list: equal fingerprints, same pairs).", ""]
   if results.get("degenerate"):
     lines += ["## Degenerate run", "", *(f"- {note}" for note in results["degenerate"]), ""]
-  lines += _table4(results)
-  if results.get("analysed_model"):
-    lines += [f"Probes, retrieval and figures are of {results['analysed_model']}.", ""]
-  lines += _table5(results)
-  if results.get("retrieval"):
-    lines += _retrieval_table(results)
+  for section in tables:
+    lines += _markdown(section)
+  if results.get("gallery"):
+    lines += ["The listening gallery (the segments' audio beside the images) is in "
+              "report.html.", ""]
   if figures:
     lines += ["## Figures", ""]
     for caption, path in figures.items():
-      relative = pathlib.Path(os.path.relpath(pathlib.Path(path).resolve(), out_dir.resolve()))
-      lines += [f"### {caption}", "", f"![{caption}]({relative.as_posix()})", ""]
+      lines += [f"### {caption}", "", f"![{caption}]({_relative(path, out_dir)})", ""]
   write_results(results, out_dir)
+  write_html(out_dir, _title(results), results, tables, figures)
   report = out_dir / "report.md"
   report.write_text("\n".join(lines))
   return report
+
+
+_PAGES = jinja2.Environment(loader=jinja2.PackageLoader("acp_jax"), autoescape=True,
+                            undefined=jinja2.StrictUndefined, trim_blocks=True,
+                            lstrip_blocks=True)
+
+
+def write_html(out_dir: str | pathlib.Path, title: str, results: Mapping,
+               tables: Sequence[Section] = (),
+               figures: Mapping[str, str | pathlib.Path] | None = None,
+               intro: Sequence[str] = ()) -> pathlib.Path:
+  """Writes `report.html`, a static page (no server, no network, every file it shows under
+  `out_dir`): `intro` paragraphs, the tables, the listening gallery of `results['gallery']`
+  (acp_jax/gallery.py) and `figures` (caption -> PNG path). Every text is escaped."""
+  out_dir = pathlib.Path(out_dir)
+  page = _PAGES.get_template("report.html.j2").render(
+      title=title, intro=intro, results=results, warning=random_features_warning(results),
+      sections=tables, gallery=results.get("gallery"),
+      figures={caption: _relative(path, out_dir) for caption, path in (figures or {}).items()})
+  path = out_dir / "report.html"
+  path.write_text(page)
+  return path
 
 
 def write_results(results: Mapping, out_dir: str | pathlib.Path) -> None:
@@ -563,4 +592,5 @@ def summary(results: Mapping, workdir: str | pathlib.Path) -> str:
                                           for phase, seconds in results["phases_s"].items()))
   workdir = pathlib.Path(workdir)
   return "\n".join(lines + [f"results: {workdir / 'results.json'}",
-                            f"report:  {workdir / 'report.md'}"])
+                            f"report:  {workdir / 'report.md'}",
+                            f"page:    {workdir / 'report.html'} (plays the gallery)"])

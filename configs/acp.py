@@ -26,7 +26,7 @@ Demo on generated data (no download; the first run builds `imac/synthetic`, ~1 m
   test_accuracy 0.802, sample std 0.008 over the 3 seeds (95% interval 0.782-0.823)
   on the 140 fixed test pairs, against oracle_accuracy 0.814 (the ceiling the
   corpus's label noise sets): 0.99 x; both in /tmp/acp_synthetic/results.json, with
-  report.md and figures/ beside it.
+  report.md, report.html (which plays the generated music) and figures/ beside it.
 
 Any field can be overridden, e.g. `--config.batch_size=512 --config.num_seeds=3`.
 """
@@ -60,6 +60,18 @@ def probe_settings() -> ml_collections.ConfigDict:
   return settings
 
 
+def media_config() -> ml_collections.ConfigDict:
+  """Where the report's listening gallery finds the media and how it keeps them
+  (acp_jax/gallery.py); the figures evaluator's and the retrieve job's."""
+  media = ml_collections.ConfigDict()
+  # The IMAC manual dir (images/<emotion>/<name>.<ext>, music/<song_id>.<ext>); None: a
+  # media config's records or a synthetic config's generated corpus, else ids only.
+  media.manual_dir = ml_collections.config_dict.placeholder(str)
+  media.clip_seconds = 10.0             # each segment's clip: its first seconds at most
+  media.clip_kbps = 48                  # Opus bit rate of a clip (mono): ~6 kB a second
+  return media
+
+
 def evals_config(probes: bool = False) -> ml_collections.ConfigDict:
   """The evaluators run on the best params, in order (acp_jax/evaluate.py): {name: options}.
 
@@ -80,11 +92,9 @@ def evals_config(probes: bool = False) -> ml_collections.ConfigDict:
   if probes:
     evals.probes = probe_settings()        # Table 5: MLP emotion probes on the embeddings
   evals.figures = ml_collections.ConfigDict()  # curves, confusion, t-SNE maps, gallery
-  # Directory holding images/<emotion>/<name>.<ext> (the IMAC manual dir) for the gallery's
-  # thumbnails; None: a media config's pixels or a synthetic config's corpus, else placeholders.
-  evals.figures.image_dir = ml_collections.config_dict.placeholder(str)
-  evals.figures.gallery_rows_per_class = 2  # music segments of each class in the gallery
-  evals.figures.gallery_top_k = 5        # top-ranked images shown per segment
+  evals.figures.media = media_config()   # the listening gallery's media (report.html)
+  evals.figures.gallery_rows_per_class = 2  # queries of each class, each way, in the gallery
+  evals.figures.gallery_top_k = 5        # top-ranked items of the other modality per query
   evals.figures.map_points = 2000        # t-SNE embedding maps: at most this many points each
   evals.figures.score_block = evals.retrieval.score_block  # pairs scored per call (gallery)
   return evals
@@ -143,7 +153,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_epochs = 1.0  # latest (and best, if it changed) checkpoint
 
   # Evaluation of the best params at the end (acp_jax/evaluate.py), and its report
-  # (report.md, results.json, figures/).
+  # (report.md, report.html, results.json, figures/, gallery/).
   config.evals = evals_config()
   config.report = report_config()
 

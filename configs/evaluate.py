@@ -8,8 +8,8 @@ dataset as the run did, and runs `config.evals` on it: by default what a trainin
 ends with (Table 4 accuracy and AUC, retrieval both ways, figures), which it
 reproduces; `configs/evaluate.py:probes` (or configs/probe.py) adds the Table 5
 probes. Add, drop or tune an evaluator with `--config.evals...` overrides, e.g.
-`--config.evals.figures.map_points=500`. Writes report.md, results.json and figures/ to
-the workdir. Seconds on the synthetic demo run, on 2 CPU cores; the probes ~30 s more.
+`--config.evals.figures.map_points=500`. Writes report.md, report.html, results.json,
+figures/ and gallery/ to the workdir. Seconds on the synthetic demo run, on 2 CPU cores; the probes ~30 s more.
 """
 
 import ml_collections

@@ -7,8 +7,9 @@ The evaluate job (configs/evaluate.py) with the probes: restores the best checkp
 of the run in checkpoint_dir, embeds the items of its dataset's splits with the seed of
 best validation accuracy, trains MLP probes on the training split, early-stopped on
 validation: images on the 8 emotions, music on the 3 classes, hidden sizes 512 and 32
-(paper section 4); `--config.evals.probes.*` sets them. Writes report.md (Tables 4
-and 5, retrieval), results.json and figures/ to the workdir.
+(paper section 4); `--config.evals.probes.*` sets them. Writes report.md and
+report.html (Tables 4 and 5, retrieval), results.json, figures/ and gallery/ to the
+workdir.
 
 On the synthetic demo run: ~30 s on 2 CPU cores. Expect both probes well above chance.
 The synthetic images show their class, not their emotion (drawn uniformly within the

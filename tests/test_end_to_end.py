@@ -5,6 +5,7 @@ dataset build dominates the cost (~30 s on 2 cores).
 """
 
 import json
+import re
 import shutil
 import sys
 
@@ -62,6 +63,19 @@ def _check_report(out_dir: epath.Path, results: dict, figures: set[str]) -> None
     with Image.open(out_dir / "figures" / f"{name}.png") as png:
       assert min(png.size) > 200 and len(np.unique(np.asarray(png.convert("L")))) > 10, name
     assert f"(figures/{name}.png)" in report
+  # The page plays the generated corpus: every item of the gallery has its medium.
+  shown = [item for direction in ("music_to_image", "image_to_music")
+           for row in results["gallery"][direction] for item in (row, *row["matches"])]
+  assert results["gallery"]["notes"] == {} and all(item["file"] for item in shown)
+  _check_page(out_dir)
+
+
+def _check_page(out_dir: epath.Path) -> None:
+  """report.html plays clips and shows images of its gallery, each a file of its folder."""
+  sources = re.findall(r'<(audio|img)[^>]* src="([^"]+)"', (out_dir / "report.html").read_text())
+  assert {tag for tag, source in sources if source.startswith("gallery/")} == {"audio", "img"}
+  for _, source in sources:
+    assert (out_dir / source).is_file(), source
 
 
 def _query(checkpoint_dir, path, workdir, **overrides) -> dict:
@@ -135,7 +149,7 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
   # Queries are featurised as the builder featurised the dataset's items.
   splits = data.load_splits(DATASET, str(data_dir))
   corpus = imac.synthetic_corpus_dir(data_dir / "downloads", TinyImac.BUILDER_CONFIGS[0].synthetic)
-  assert splits["test"].image_root == corpus  # the gallery's pixels
+  assert splits["test"].corpus_root == corpus  # the gallery's images and songs
   builder = tfds.builder(DATASET, data_dir=str(data_dir))
   test = splits["test"]
   song = test.music.ids[0].split("#")[0]
@@ -159,6 +173,7 @@ def test_train_probe_retrieve(tmp_path, monkeypatch):
     scores = [m["score"] for m in found["matches"]]
     assert scores == sorted(scores, reverse=True)
     assert json.loads((tmp_path / "query" / "matches.json").read_text()) == found
+    _check_page(tmp_path / "query")  # the query and its matches
   test_only = _query(run_dir, song_path, tmp_path / "query", split="test")
   assert {m["split"] for m in test_only["matches"]} == {"test"}
 

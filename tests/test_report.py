@@ -9,7 +9,8 @@ import pytest
 from acp_jax import labels, report, retrieval
 
 
-def _fake_results() -> dict:
+def fake_results() -> dict:
+  """Results with every table's entries (test_report_html.py lays out the same)."""
   rng = np.random.default_rng(0)
   confusion = np.diag([30, 25, 28]) + rng.integers(0, 8, size=(3, 3))
   music_labels, image_labels = rng.integers(0, 3, 12), rng.integers(0, 3, 40)
@@ -21,7 +22,7 @@ def _fake_results() -> dict:
       "test_accuracy_ci95": [0.5774, 0.7050], "test_pairs": 200, "validation_pairs": 100,
       "interval": "95% t interval of the mean over 3 seeds; ± is the sample std (ddof=1)",
       "test_auc": 0.7034,
-      "val_accuracy": 0.6521, "oracle_accuracy": 0.9012,
+      "val_accuracy": 0.6521, "test_chance": 0.5, "oracle_accuracy": 0.9012,
       "models": {"spectrogram_acp": {"test_accuracy": 0.5733, "test_auc": 0.6012}},
       "probe": {
           "image": {"test_accuracy": 0.4213, "test_balanced_accuracy": 0.4011, "val_accuracy": 0.43,
@@ -55,18 +56,17 @@ def figures(tmp_path_factory) -> dict[str, str]:
   report.plot_embedding_map(emb_Nx1024, labels_N, labels.CLASSES, out / "map.png",
                             "Music tower embeddings", max_points=200, seed=0)
 
-  music_labels, image_labels = np.array([0, 1, 2, 0, 1]), rng.integers(0, 3, 50)
-  emotions_of = [[i for i, e in enumerate(labels.EMOTIONS) if labels.EMOTION_TO_CLASS[e] == c]
+  emotions_of = [[e for e in labels.EMOTIONS if labels.EMOTION_TO_CLASS[e] == c]
                  for c in range(len(labels.CLASSES))]
-  image_emotions = np.array([rng.choice(emotions_of[c]) for c in image_labels])
-  score_MxI = rng.uniform(size=(5, 50)) + 0.4 * (music_labels[:, None] == image_labels)
-  noise = (rng.uniform(size=(32, 32, 3)) * 255).astype(np.uint8)
-  thumbnail = lambda i: noise if i % 3 == 0 else None
-  strips = [np.sin(np.linspace(0, 40 + 10 * m, 400)) * np.linspace(1, 0.2, 400) for m in range(5)]
-  rows = report.gallery_rows(score_MxI, [f"song{m:03d}/seg0" for m in range(5)], music_labels,
-                             image_labels, image_emotions, rows_per_class=1, top_k=5,
-                             image_loader=thumbnail, strips=strips)
-  report.plot_gallery(rows, out / "gallery.png")
+  Image.fromarray((rng.uniform(size=(32, 32, 3)) * 255).astype(np.uint8)).save(out / "noise.jpg")
+  rows = []
+  for m, music_class in enumerate([0, 1, 2, 0, 1]):
+    image_classes = rng.integers(0, 3, 5)
+    rows.append({"id": f"song{m:03d}#000", "class": labels.CLASSES[music_class], "matches": [
+        {"id": f"image{j}", "class": labels.CLASSES[c], "emotion": rng.choice(emotions_of[c]),
+         "score": 1.0 - 0.1 * j, "match": bool(c == music_class),
+         "file": "noise.jpg" if j % 3 == 0 else None} for j, c in enumerate(image_classes)]})
+  report.plot_gallery(rows, out, out / "gallery.png")
   return {"Learning curves": str(out / "curves.png"), "Confusion": str(out / "confusion.png"),
           "Embedding map": str(out / "map.png"), "Gallery": str(out / "gallery.png")}
 
@@ -79,26 +79,16 @@ def test_figures_are_non_trivial_pngs(figures):
     assert pixels.std() > 20 and (pixels < 128).mean() > 0.01, path
 
 
-def test_gallery_rows_rank_and_mark():
-  score_MxI = np.array([[0.125, 0.75, 0.5, 0.75], [0.25, 0.125, 0.875, 0.0]])
-  rows = report.gallery_rows(score_MxI, ["a", "b"], np.array([0, 2]), np.array([0, 0, 2, 1]),
-                             np.array([2, 5, 7, 3]), rows_per_class=1, top_k=3)
-  assert [r.music_class for r in rows] == ["positive", "negative"]
-  # Ties (0.9, 0.9) rank by image index.
-  assert [(i.emotion, i.score, i.match) for i in rows[0].images] == [
-      ("excitement", 0.75, True), ("contentment", 0.75, False), ("sadness", 0.5, False)]
-  assert rows[1].images[0].emotion == "sadness" and rows[1].images[0].match
-
-
 def test_report_has_paper_tables(figures, tmp_path):
-  results = _fake_results()
+  results = fake_results()
   path = report.write_report(results, tmp_path / "run", figures)
   text = path.read_text()
   # Table 4: paper numbers, ours with std, interval and test-set size, a dash for a
-  # model not run, the oracle.
+  # model not run, chance, the oracle.
   assert "| ACP-Net (proposed) | 61.67 | 64.12 ± 0.71 [57.74, 70.50] | 200 | 0.703 |" in text
   assert "| Spectrogram-ACP | 55.84 | 57.33 | — | 0.601 |" in text
   assert "| L³-Net [13] | 57.17 | — | — | — |" in text
+  assert "| Chance (one answer for every pair) | — | 50.00 | 200 | 0.500 |" in text
   assert "| Oracle ceiling (synthetic cues) | — | 90.12 | 200 | — |" in text
   assert ("[low, high]: 95% t interval of the mean over 3 seeds; ± is the sample std (ddof=1). "
           "ACP-Net validation accuracy: 65.21% on 100 pairs.") in text
@@ -140,7 +130,7 @@ def test_report_names_the_run_s_model(tmp_path):
 
 
 def test_report_sets_objectives_side_by_side(tmp_path):
-  results = _fake_results()
+  results = fake_results()
   results |= {"objective": "supcon", "models": {
       "acp": {"test_accuracy": 0.81, "test_accuracy_std": 0.02,
               "retrieval": {"music_to_image": {"p@1": 0.7, "map": 0.6, "mrr": 0.8}}},

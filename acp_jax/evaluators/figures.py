@@ -3,15 +3,16 @@
   * learning curves of the training run (its metrics.jsonl);
   * the correspondence confusion matrix on the fixed test pairs;
   * t-SNE maps of both towers' embeddings (at most `map_points` points each);
-  * a Fig.-3 gallery: music segments (one per song, `gallery_rows_per_class` of each
-    class) and their `gallery_top_k` top-ranked test images; only those rows are scored.
+  * the listening gallery (acp_jax/gallery.py), results.json's `gallery`: music segments
+    (one per song, `gallery_rows_per_class` of each class) and their `gallery_top_k`
+    top-ranked test images, and as many images and their top-ranked segments; only those
+    rows are scored. Its music rows are also the Fig.-3 gallery PNG.
 
-The gallery shows the images when it can find them: the pixels of a media config, the
-files under `image_dir`, or the generated corpus of a synthetic config; else coloured
-placeholders, and its title says so.
+The gallery shows and plays the items when it can find their media: a media config's
+records, the files under `media.manual_dir`, or the generated corpus of a synthetic
+config; else ids, placeholders, and a note that says why.
 """
 
-from collections.abc import Callable
 import json
 
 from etils import epath
@@ -19,25 +20,13 @@ import ml_collections
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
-from acp_jax import items
+from acp_jax import gallery
 from acp_jax import labels
 from acp_jax import report
 from acp_jax.evaluators import common
-from acp_jax.features import media
 
 # Series of metrics.jsonl drawn as learning curves (pairs_per_second would crush the scale).
 _CURVES = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
-_THUMBNAIL = 160  # gallery pixels per side
-
-
-def _image_loader(images: items.Items,
-                  root: epath.Path | None) -> Callable[[int], np.ndarray | None] | None:
-  """Image i's pixels: from a media config's records, else the file `root/images/<id>`, else None."""
-  if images.source is not None:
-    return lambda i: images.source[i]["pixels"]
-  if root is None:
-    return None
-  return lambda i: media.load_image(root / "images" / images.ids[i], _THUMBNAIL, 1)[0]
 
 
 def learning_curves(run_dir: epath.Path, figures_dir: epath.Path) -> dict[str, epath.Path]:
@@ -87,26 +76,25 @@ class Evaluator:
       else:
         figures[f"2-D map of the {name} tower embeddings"] = path
 
-    # One segment per song ('<song>#<k>' ids), so that the rows show different songs; the
-    # first `gallery_rows_per_class` of each class, scored against every test image.
-    songs = [music_id.rsplit("#", 1)[0] for music_id in test.music.ids]
-    first = np.sort(np.unique(songs, return_index=True)[1])
-    first = np.sort(np.concatenate([
-        first[test.music.labels_N[first] == c][:options.gallery_rows_per_class]
-        for c in range(len(labels.CLASSES))]))
-    score_MxI = subject.scores("test", options.score_block, music_M=first)
-    root = epath.Path(options.image_dir) if options.image_dir else test.image_root
-    rows = report.gallery_rows(
-        score_MxI, [test.music.ids[m] for m in first], test.music.labels_N[first],
-        test.images.labels_N, test.images.emotions_N,
-        rows_per_class=options.gallery_rows_per_class,
-        top_k=min(options.gallery_top_k, len(test.images.ids)),
-        image_loader=_image_loader(test.images, root))
-    found = any(image.pixels is not None for row in rows for image in row.images)
-    report.plot_gallery(rows, out / "gallery.png",
+    # Music queries of different songs ('<song>#<k>' ids), each scored against every test
+    # image, and image queries against every test segment.
+    listening = gallery.Gallery({"test": test}, out.parent, options.media)
+    per_class, top_k = options.gallery_rows_per_class, options.gallery_top_k
+    songs_M = np.array([music_id.rsplit("#", 1)[0] for music_id in test.music.ids])
+    music_Q = gallery.pick_queries(test.music.labels_N, per_class, songs_M)
+    image_Q = gallery.pick_queries(test.images.labels_N, per_class)
+    rows = {"music_to_image": listening.rank(
+                "test", "music", music_Q,
+                subject.scores("test", options.score_block, music_M=music_Q), top_k),
+            "image_to_music": listening.rank(
+                "test", "image", image_Q,
+                subject.scores("test", options.score_block, image_N=image_Q).T, top_k)}
+    found = any(image["file"] for row in rows["music_to_image"] for image in row["matches"])
+    report.plot_gallery(rows["music_to_image"], out.parent, out / "gallery.png",
                         "Test music → top-ranked test images (score = match log-odds)"
                         + ("" if found else "\nimage files not found: see "
-                                            "config.evals.figures.image_dir"))
+                                            "config.evals.figures.media.manual_dir"))
     figures["Music and its top-ranked images (paper Fig. 3); ✓ = same emotion class"] = (
         out / "gallery.png")
-    return common.Evaluation(figures=figures, notes=notes)
+    return common.Evaluation(results={"gallery": {"notes": listening.notes, **rows}},
+                             figures=figures, notes=notes)

@@ -3,7 +3,8 @@
 Several seeds: `<key>_std` (sample std, ddof=1), `<key>_ci95` (t interval of the mean
 over seeds) and `per_seed`. One seed: `<key>_ci95` for test accuracy and AUC is a
 percentile bootstrap over the test pairs. `interval` says which. The validation
-accuracy and best step are each seed's at its best checkpoint.
+accuracy and best step are each seed's at its best checkpoint. `test_chance` is the
+accuracy of one answer for every pair, the more frequent label's share (0.5: balanced).
 """
 
 import ml_collections
@@ -26,6 +27,7 @@ class Evaluator:
                  "val_accuracy": float(subject.val_accuracy_S[s]),
                  "best_step": int(subject.best_step_S[s])} for s in range(subject.num_seeds)]
     results = {"test_pairs": len(label_P),
+               "test_chance": float(max(label_P.mean(), 1 - label_P.mean())),
                "validation_pairs": len(subject.splits["validation"].pairs.labels_P)}
     for key in per_seed[0]:
       values = [row[key] for row in per_seed]
