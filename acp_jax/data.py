@@ -125,11 +125,19 @@ def load_splits(name: str, data_dir: str | None = None) -> dict[str, items.Split
           "version of the pairing rule. Rebuild it with this version.")
   return {split_name: dataclasses.replace(split, fingerprint=fingerprints.get(split_name),
                                          inception_weights=metadata.get("inception_weights"),
+                                         encoders=dataset_encoders(metadata),
                                          oracle_accuracy=oracle.get(split_name),
                                          corpus_root=_corpus_root(builder),
                                          segment_seconds=metadata.get("descriptor", {}).get(
                                              "segment_seconds"))
           for split_name, split in splits.items()}
+
+
+def dataset_encoders(metadata: dict) -> dict:
+  """The metadata's `encoders`; a build older than them used the paper's."""
+  return metadata.get("encoders") or {
+      "image": "inception", "image_weights": metadata.get("inception_weights"),
+      "music": "descriptor", "music_weights": None}
 
 
 def _corpus_root(builder: tfds.core.DatasetBuilder) -> epath.Path | None:

@@ -39,8 +39,12 @@ class Split:
   music: Items
   pairs: Pairs
   fingerprint: str | None = None  # the dataset's pair_fingerprint of this split; None: unknown
-  # Which Inception-V3 made the image features: "imagenet", "random(seed=N)"; None: unknown.
+  # Which Inception-V3 made the image features: "imagenet", "random(seed=N)"; None: unknown
+  # or another encoder.
   inception_weights: str | None = None
+  # The dataset's encoders and weights: {"image", "image_weights", "music", "music_weights"}
+  # (tfds_imac/imac/weights.py); None: unknown.
+  encoders: dict | None = None
   # Accuracy on the fixed pairs of answering 'match' iff the items' cue classes agree
   # (recorded by the build of a synthetic corpus); None: cues unknown.
   oracle_accuracy: float | None = None

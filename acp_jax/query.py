@@ -4,13 +4,16 @@
 query's features are computed as the dataset builder computed the dataset's: music
 descriptors with the descriptor config the builder recorded in the dataset's
 metadata; an image loaded and resized as the builder does, through Inception-V3 with
-the weights (or random-init seed) it recorded. The run's training statistics then
+the weights (or random-init seed) it recorded. A dataset of frozen encoders (CLIP,
+SigLIP, CLAP) embeds the query with the same encoder, from a weights directory whose
+digest must be the one the build recorded. The run's training statistics then
 standardise them, and the model's towers and fusion head score them against every
 item of the other modality in the chosen splits. The job's report.html shows the query
 and its matches with their media (acp_jax/gallery.py).
 """
 
 import json
+import os
 import re
 
 from etils import epath
@@ -21,16 +24,19 @@ import tensorflow_datasets as tfds
 
 from acp_jax import MissingInputError
 from acp_jax import UserError
+from acp_jax import data
 from acp_jax import evaluate
 from acp_jax import gallery
 from acp_jax import inputs
 from acp_jax import labels
 from acp_jax import report
 from acp_jax.evaluators import common
+from acp_jax.features import clip
 from acp_jax.features import inception
 from acp_jax.features import media
 from acp_jax.features import music
 from tfds_imac.imac import corpus
+from tfds_imac.imac import weights
 
 SPLITS = ("train", "validation", "test")
 # How the builder records random-init Inception weights (tfds_imac/imac/weights.py).
@@ -55,6 +61,28 @@ def _image_embedder(recorded: str, weights_file: str | None) -> inception.ImageE
   return inception.ImageEmbedder(variables, batch_size=jax.device_count())
 
 
+def _encoder_weights(encoder: str, recorded: str, root: str | None) -> epath.Path:
+  """The weights directory of a frozen encoder, checked against the build's digest."""
+  root = root or os.environ.get(weights.ENCODER_WEIGHTS_ENV)
+  if not root:
+    raise MissingInputError(
+        f"the dataset's features come from {encoder} ({recorded}); pass the directory "
+        f"holding its weights (the build's {weights.ENCODER_WEIGHTS_ENV}): "
+        f"--config.encoder_weights=<dir with {weights.ENCODER_DIRS[encoder]}/>")
+  directory = epath.Path(root) / weights.ENCODER_DIRS[encoder]
+  directory = (clip.check_weights_dir(encoder, directory) if encoder in clip.ENCODERS
+               else _clap().check_weights_dir(directory))
+  if (label := weights.weights_label(directory)) != recorded:
+    raise UserError(f"{directory} holds other {encoder} weights ({label}) than the dataset "
+                    f"was built with ({recorded}); pass the build's weights directory")
+  return directory
+
+
+def _clap():
+  from acp_jax.features import clap  # pylint: disable=g-import-not-at-top  (the extra)
+  return clap
+
+
 def query_modality(path: epath.PathLike) -> str:
   """'music' or 'image' by the file's extension; raises if it is missing or of another type."""
   path = epath.Path(path)
@@ -72,24 +100,37 @@ def query_modality(path: epath.PathLike) -> str:
 
 
 def query_features(path: epath.PathLike, builder: tfds.core.DatasetBuilder,
-                   inception_weights: str | None) -> tuple[str, np.ndarray]:
-  """('music', S x 193 descriptors of the file's segments) or ('image', 1 x 2048).
+                   inception_weights: str | None, encoder_weights: str | None = None
+                   ) -> tuple[str, np.ndarray]:
+  """('music', S x D features of the file's segments) or ('image', 1 x D), by the
+  dataset's encoders; `encoder_weights` is the root of a frozen encoder's weights.
 
   Raises FileNotFoundError for a missing file and ValueError for one of another type
   or one that cannot be decoded (with the reason).
   """
   modality, path, metadata = query_modality(path), epath.Path(path), builder.info.metadata
+  encoders = data.dataset_encoders(metadata)
   if modality == "music":
+    desc_cfg = music.DescriptorConfig(**metadata["descriptor"])
     try:
-      return modality, music.song_descriptors(path,
-                                              music.DescriptorConfig(**metadata["descriptor"]))
+      if encoders["music"] == "descriptor":
+        return modality, music.song_descriptors(path, desc_cfg)
+      embedder = _clap().ClapEmbedder(
+          _encoder_weights("clap", encoders["music_weights"], encoder_weights))
+      return modality, _clap().song_embeddings(path, desc_cfg, embedder)
     except music.AudioError as e:
       raise UserError(f"cannot use {path} as a music query: {e}") from e
   cfg = builder.builder_config
   pixels_HxWx3, reason = media.load_image(path, cfg.image_size, cfg.min_image_side)
   if reason:
     raise UserError(f"cannot use {path} as an image query: {reason}")
-  embedder = _image_embedder(metadata["inception_weights"], inception_weights)
+  if encoders["image"] == "inception":
+    embedder = _image_embedder(metadata["inception_weights"], inception_weights)
+  else:
+    embedder = clip.VisionEmbedder(
+        encoders["image"],
+        _encoder_weights(encoders["image"], encoders["image_weights"], encoder_weights),
+        batch_size=jax.device_count())
   return modality, embedder(pixels_HxWx3[None])
 
 
@@ -138,7 +179,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     "(configs/acp.py)")
   dataset, data_dir = run_config.dataset, config.data_dir or run_config.data_dir
   modality, features_SxD = query_features(config.query, tfds.builder(dataset, data_dir=data_dir),
-                                          config.inception_weights)
+                                          config.inception_weights, config.encoder_weights)
 
   variables = subject.seed_variables(subject.seed)
   image_std, music_std = subject.feed.standardizers

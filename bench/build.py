@@ -39,6 +39,7 @@ from acp_jax.features import media
 from tfds_imac.imac import config
 from tfds_imac.imac import extract
 from tfds_imac.imac import splits
+from tfds_imac.imac import weights
 
 # The full IMAC (Verma et al.): images and seconds of audio (3,812 songs).
 IMAC_IMAGES, IMAC_AUDIO_S = 85_000, 270 * 3600
@@ -185,18 +186,19 @@ def stage_costs(manual_dir: epath.Path) -> dict:
   start = time.process_time()
   pixels = [media.load_image(p, 224, 32)[0] for p in paths]
   decode = (time.process_time() - start) / len(paths)
-  embedder = extract.make_embedder(None, seed=0, batch_size=64)
+  cfg = config.ImacConfig(name="features")
+  embedder = extract.make_embedder(cfg, weights.Encoders("inception", None, "random(seed=0)",
+                                                         "descriptor", None, None))
   batch_Bx224x224x3 = np.stack((pixels * embedder.batch_size)[:embedder.batch_size])
   embedder(batch_Bx224x224x3)  # compile
   start = time.process_time()
   embedder(batch_Bx224x224x3)
   embed = (time.process_time() - start) / embedder.batch_size
   songs = sorted((manual_dir / "music").iterdir())
-  cfg = config.ImacConfig(name="features").descriptor
-  media.describe_song(songs[0], cfg)  # warm: numba and librosa's first calls
+  media.song_features(songs[0], cfg.descriptor)  # warm: numba and librosa's first calls
   start = time.process_time()
   for song in songs:
-    media.describe_song(song, cfg)
+    media.song_features(song, cfg.descriptor)
   audio = (time.process_time() - start) / sum(sf.info(song).duration for song in songs)
   return {"decode_cpu_s_per_image": decode, "embed_cpu_s_per_image": embed,
           "audio_cpu_s_per_audio_s": audio}

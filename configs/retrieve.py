@@ -6,8 +6,8 @@ r"""Query by example: an audio or image file against a prepared dataset, with a 
 Prints the top matches of the other modality (an audio file ranks images, an image
 file ranks music segments): id, split, class, emotion and match log-odds; writes them
 to <workdir>/matches.json, and <workdir>/report.html shows (or plays) the query and
-its matches. The query's features are computed as the dataset's were
-(its recorded descriptor config and Inception weights). Seconds on a CPU, plus ~10 s
+its matches. The query's features are computed as the dataset's were (its recorded
+descriptor config and encoders' weights). Seconds on a CPU, plus ~10 s
 to compile Inception-V3 for an image query.
 
 Audio: .wav .flac .mp3 .ogg .m4a, at least one segment long (6 s for imac/synthetic,
@@ -36,6 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The Keras Inception-V3 .h5 the dataset was built with, needed for image queries when
   # its metadata says 'imagenet' (for the real IMAC: <manual_dir>/inception_v3_..._notop.h5).
   config.inception_weights = placeholder(str)
+  # Datasets of frozen encoders (imac/clip_clap, ...): the directory holding the encoders'
+  # weight directories that the dataset was built with; None: $IMAC_ENCODER_WEIGHTS.
+  config.encoder_weights = placeholder(str)
   config.score_block = acp.evals_config().retrieval.score_block  # pairs scored per call
   config.media = acp.media_config()     # report.html: the query's and matches' media
   return config

@@ -23,25 +23,27 @@ from acp_jax.features import music
 # Embeddings are L2-normalised (entries ~1/sqrt(dim) ~ 0.2), so this bar is about 5e-4
 # relative to an entry.
 PARITY_TOLERANCE = 1e-4
+TEN_SECONDS = music.DescriptorConfig(segment_seconds=10.0)  # songs cut in 10 s segments
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 KERAS_HUB_INSTALL = clip.INSTALL
 CLAP_INSTALL = clap.INSTALL
 
 # ---------------------------------------------------------------------------------------
-# CLIP / SigLIP. Keras picks its backend once per process, and other tests here use
-# TensorFlow's Keras, so the towers run in a fresh process on the JAX backend.
+# CLIP / SigLIP. Keras picks its backend once per process, so the towers run in a fresh
+# process on each backend they support.
 
 _VISION_CHILD = textwrap.dedent("""
     import os, sys
     import numpy as np
     from acp_jax.features import clip
-    work = sys.argv[1]
+    work, backend = sys.argv[1:]
     for name in clip.ENCODERS:
-      weights = clip.save_random_weights(name, os.path.join(work, name))
-      assert os.environ["KERAS_BACKEND"] == "jax"  # set by the module: keras was not imported
+      # The same seeded weights on either backend (saved once per backend).
+      weights = clip.save_random_weights(name, os.path.join(work, backend, name))
       rng = np.random.default_rng(0)
       out = {}
       embedder = clip.VisionEmbedder(name, weights, batch_size=2)
+      assert embedder.backend == backend
       backbone, converter = clip.load_preset(name, weights)
       tower = clip.vision_tower(backbone)
       out["dim"], out["image_size"] = embedder.dim, embedder.image_size
@@ -51,27 +53,29 @@ _VISION_CHILD = textwrap.dedent("""
         out[key] = embedder(images)
         out[key + "_alone"] = np.concatenate([embedder(image[None]) for image in images])
         out[key + "_reference"] = clip.reference_embed(tower, converter, images, 3)
-      np.savez(os.path.join(work, name + ".npz"), **out)
+      np.savez(os.path.join(work, backend, name + ".npz"), **out)
 """)
 
 
-@pytest.fixture(scope="module")
-def vision_work(tmp_path_factory):
-  """A directory with each encoder's saved random preset and, from one child process on
-  Keras's JAX backend, its embeddings (<name>.npz)."""
+@pytest.fixture(scope="module", params=clip.BACKENDS)
+def vision_work(request, tmp_path_factory):
+  """A directory <backend>/ with each encoder's saved random preset and, from a child
+  process on that Keras backend, its embeddings (<name>.npz)."""
   if importlib.util.find_spec("keras_hub") is None:  # importing it here would fix keras'
     optional.module("keras_hub", KERAS_HUB_INSTALL)   # backend in this process: skip/fail
   work = tmp_path_factory.mktemp("vision")
   env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+  if request.param != "jax":  # the module's own choice in a fresh process
+    env["KERAS_BACKEND"] = request.param
   # XLA's CPU optimisations cost the tiny towers ~8 s of compiling per preset (mostly
   # random initialisers) and gain nothing at this size; both paths compile alike.
   env.update(JAX_PLATFORMS="cpu",
              XLA_FLAGS=("--xla_backend_optimization_level=0 "
                         "--xla_llvm_disable_expensive_passes=true"),
              PYTHONPATH=f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-  subprocess.run([sys.executable, "-c", _VISION_CHILD, str(work)], env=env, check=True,
-                 timeout=300)
-  return work
+  subprocess.run([sys.executable, "-c", _VISION_CHILD, str(work), request.param], env=env,
+                 check=True, timeout=300)
+  return work / request.param
 
 
 @pytest.fixture(params=sorted(clip.ENCODERS))
@@ -126,10 +130,10 @@ def test_vision_errors_name_the_path_and_files(vision, tmp_path, monkeypatch):
     clip.check_weights_dir(name, weights)
 
 
-def test_vision_refuses_a_non_jax_keras(vision, monkeypatch):
+def test_vision_refuses_another_keras_backend(vision, monkeypatch):
   name, weights, _ = vision
-  tf_keras = types.SimpleNamespace(backend=types.SimpleNamespace(backend=lambda: "tensorflow"))
-  monkeypatch.setitem(sys.modules, "keras", tf_keras)
+  torch_keras = types.SimpleNamespace(backend=types.SimpleNamespace(backend=lambda: "torch"))
+  monkeypatch.setitem(sys.modules, "keras", torch_keras)
   with pytest.raises(RuntimeError, match="KERAS_BACKEND=jax"):
     clip.VisionEmbedder(name, weights)
 
@@ -242,26 +246,26 @@ class _Recorder:
 def test_song_segments_match_the_descriptors(rate, samples, tmp_path):
   path = tmp_path / "song.wav"
   sf.write(path, _noise(samples), rate)
-  cfg = music.DescriptorConfig(segment_seconds=10.0)
+  cfg = TEN_SECONDS
   try:
     expected = len(music.segment(music.load_audio(path, cfg.sample_rate), cfg))
   except music.AudioError as e:
     with pytest.raises(music.AudioError) as raised:
-      clap.song_embeddings(path, 10.0, _Recorder())
+      clap.song_embeddings(path, TEN_SECONDS, _Recorder())
     assert raised.value.reason == e.reason
     return
   recorder = _Recorder()
-  assert clap.song_embeddings(path, 10.0, recorder).shape == (expected, 4)
+  assert clap.song_embeddings(path, TEN_SECONDS, recorder).shape == (expected, 4)
   assert recorder.segments_SxT.shape == (expected, WINDOW)
 
 
 def test_song_embeddings_end_to_end_and_unusable_audio(clap_embedder, tmp_path):
   song = tmp_path / "song.wav"
   sf.write(song, _noise(23 * 44100), 44100)
-  feat_SxD = clap.song_embeddings(song, 10.0, clap_embedder)
+  feat_SxD = clap.song_embeddings(song, TEN_SECONDS, clap_embedder)
   assert feat_SxD.shape == (2, clap_embedder.dim) and np.isfinite(feat_SxD).all()
   silent = tmp_path / "silent.wav"
   sf.write(silent, np.zeros(11 * 44100, np.float32), 44100)
   with pytest.raises(music.AudioError, match="near-silent") as e:
-    clap.song_embeddings(silent, 10.0, clap_embedder)
+    clap.song_embeddings(silent, TEN_SECONDS, clap_embedder)
   assert e.value.reason == "silent"

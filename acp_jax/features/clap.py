@@ -155,22 +155,18 @@ class ClapEmbedder:
     return np.concatenate(feats).reshape(len(segments_SxT), -1, self.dim).mean(axis=1)
 
 
-def song_embeddings(path: str | os.PathLike, segment_seconds: float,
+def song_embeddings(path: str | os.PathLike, desc_cfg: music.DescriptorConfig,
                     embedder: ClapEmbedder) -> np.ndarray:
   """S x dim: CLAP embeddings of the song's segments at 48 kHz, the same S segments (same
-  spans, same rejections) as `music.song_descriptors` with this `segment_seconds`.
+  spans, same rejections) as `music.song_descriptors` with `desc_cfg`.
 
   The count and the 'silent' check come from the descriptor's own decode at its rate
-  (its resampled length rounds up, so 48 kHz audio alone could disagree by one segment
-  at a boundary); the last 48 kHz segment may lack a sample or two, zero-padded.
-  Raises music.AudioError like `music.song_descriptors`.
+  (`music.song_segments`; its resampled length rounds up, so 48 kHz audio alone could
+  disagree by one segment at a boundary); the last 48 kHz segment may lack a sample or
+  two, zero-padded. Raises music.AudioError like `music.song_descriptors`.
   """
-  cfg = music.DescriptorConfig(segment_seconds=segment_seconds)
-  segments_SxN = music.segment(music.load_audio(path, cfg.sample_rate), cfg)
-  rms_dbfs = 10 * np.log10(np.mean(np.square(segments_SxN, dtype=np.float64)) + 1e-20)
-  if rms_dbfs < cfg.silence_dbfs:
-    raise music.AudioError("silent", f"{path} is near-silent (RMS {rms_dbfs:.0f} dBFS, "
-                           f"below {cfg.silence_dbfs} dBFS); check the file.")
+  segments_SxN = music.song_segments(path, desc_cfg)
+  segment_seconds = desc_cfg.segment_seconds
   length = round(segment_seconds * SAMPLE_RATE)
   y_T = music.load_audio(path, SAMPLE_RATE)[:len(segments_SxN) * length]
   y_T = np.pad(y_T, (0, len(segments_SxN) * length - len(y_T)))

@@ -1,4 +1,4 @@
-"""Frozen CLIP and SigLIP image towers from keras-hub, run jitted on Keras's JAX backend.
+"""Frozen CLIP and SigLIP image towers from keras-hub, on the backend Keras runs on.
 
 The weights are a keras-hub preset directory that the user downloads (Kaggle Models,
 `ENCODERS[name].download`) and passes in; nothing is ever downloaded here. A preset
@@ -8,19 +8,22 @@ tokenizer (`tokenizer.json`, `assets/tokenizer/`), which the image tower does no
 
 `VisionEmbedder` loads the backbone, keeps its image side only (CLIP: vision encoder,
 class-token pooler, projection; SigLIP: vision encoder with its attention-pooling
-head), and runs that tower's `stateless_call` with the preset's image converter inside
-one `jax.jit`, on a fixed padded batch: uint8 pixels go to the device and one program is
-compiled per input image shape. An embedding is the projected image embedding that the
+head), and runs that tower with the preset's image converter in one compiled program
+on a fixed padded batch: on Keras's JAX backend the tower's `stateless_call` inside
+`jax.jit` (uint8 pixels go to the device; one program per input image shape), on its
+TensorFlow backend a `tf.function`. An embedding is the projected image embedding that the
 contrastive loss compares, L2-normalised (as the model's CLIPHead / SigLIPHead do
 before taking logits). `reference_embed` is keras-hub's own path on the same weights:
 the converter on the host, then the tower's `predict`.
 
-The towers need Keras's JAX backend, chosen once per process when keras is first
-imported: `KERAS_BACKEND=jax`, which this module sets if keras is not imported yet and
-the variable is unset. (The Inception embedder's CPU path uses TensorFlow's Keras, so
-it cannot share a process with these towers.)
+Keras picks its backend once per process, when it is first imported. This module sets
+`KERAS_BACKEND=jax` if keras is not imported yet and the variable is unset; a process
+whose Keras already runs on TensorFlow (the Inception embedder's CPU path, e.g. a
+process that built `imac/synthetic` first) runs the towers there. On accelerators set
+`KERAS_BACKEND=jax`: TensorFlow is kept off them (launch.py).
 """
 
+from collections.abc import Callable
 import dataclasses
 import importlib.util
 import os
@@ -103,24 +106,27 @@ def check_weights_dir(name: str, path: str | os.PathLike) -> epath.Path:
   return path
 
 
-def _keras_on_jax():
-  """The keras module, on the JAX backend (set here if keras is not imported yet)."""
+BACKENDS = ("jax", "tensorflow")  # the Keras backends the towers run on
+
+
+def _keras():
+  """The keras module, on the JAX backend if keras is not imported yet (and no
+  KERAS_BACKEND says otherwise), else on the backend it has, one of BACKENDS."""
   if "keras" not in sys.modules:
     os.environ.setdefault("KERAS_BACKEND", "jax")
   import keras  # pylint: disable=g-import-not-at-top  (the backend is chosen on import)
-  if keras.backend.backend() != "jax":
+  if keras.backend.backend() not in BACKENDS:
     raise RuntimeError(
-        f"The CLIP/SigLIP towers run on Keras's JAX backend, but this process's Keras "
-        f"uses {keras.backend.backend()!r}: set KERAS_BACKEND=jax before anything imports "
-        "keras (TensorFlow's Keras, e.g. the Inception embedder's CPU path, must run in "
-        "another process).")
+        f"The CLIP/SigLIP towers run on Keras's JAX or TensorFlow backend, but this "
+        f"process's Keras uses {keras.backend.backend()!r}: set KERAS_BACKEND=jax before "
+        "anything imports keras.")
   return keras
 
 
 def load_preset(name: str, weights_dir: str | os.PathLike) -> tuple[Any, Any]:
   """(keras-hub backbone, image converter) of the preset in `weights_dir`, read locally."""
   path = check_weights_dir(name, weights_dir)
-  _keras_on_jax()
+  _keras()
   import keras_hub  # pylint: disable=g-import-not-at-top  (optional; after the backend)
   # An absolute local path: from_preset reads it as a directory, never as a built-in
   # preset name or a Kaggle / Hugging Face handle, so nothing is fetched.
@@ -132,49 +138,37 @@ def load_preset(name: str, weights_dir: str | os.PathLike) -> tuple[Any, Any]:
 def vision_tower(backbone):
   """A Keras model: preprocessed images -> projected image embeddings (not normalised),
   sharing the backbone's layers; the text tower is not part of it."""
-  keras = _keras_on_jax()
+  keras = _keras()
   images = keras.Input(shape=backbone.vision_encoder.image_shape, name="images")
   return keras.Model(images, backbone.get_vision_embeddings(images))
 
 
 def l2_normalise(x_NxD):
-  """x / ||x||, the normalisation CLIPHead and SigLIPHead apply before their logits."""
-  return x_NxD / jnp.sqrt(jnp.sum(jnp.square(x_NxD), axis=-1, keepdims=True))
+  """x / ||x||, the normalisation CLIPHead and SigLIPHead apply before their logits (any
+  backend's arrays, or numpy)."""
+  ops = _keras().ops
+  return x_NxD / ops.sqrt(ops.sum(ops.square(x_NxD), axis=-1, keepdims=True))
 
 
 class VisionEmbedder:
-  """uint8 images -> L2-normalised CLIP / SigLIP image embeddings, batched and jitted.
+  """uint8 images -> L2-normalised CLIP / SigLIP image embeddings, batched and compiled.
 
   Images of any size are resized by the preset's converter (CLIP: centre crop to the
   aspect ratio, bicubic; SigLIP: whole image, antialiased bicubic) and normalised
-  (CLIP: per-channel mean/std; SigLIP: [-1, 1]) on the device, inside the same program
-  as the tower. Batches are padded to `batch_size` and split over every local device.
+  (CLIP: per-channel mean/std; SigLIP: [-1, 1]) inside the same program as the tower.
+  Batches are padded to `batch_size` (one program; an image's embedding does not
+  depend on its batch); on JAX they are split over every local device.
   """
 
   def __init__(self, name: str, weights_dir: str | os.PathLike, batch_size: int = 32):
     backbone, converter = load_preset(name, weights_dir)
     tower = vision_tower(backbone)
-    devices = jax.devices()
-    if batch_size % len(devices):
-      raise ValueError(f"batch_size={batch_size} must be a multiple of the {len(devices)} "
-                       "devices it is split over; pick a multiple.")
     self.name, self.batch_size = name, batch_size
     self.dim = int(tower.output.shape[-1])
     self.image_size = int(converter.image_size[0])
-    mesh = Mesh(np.asarray(devices), ("data",))
-    self._batch_sharding = NamedSharding(mesh, P("data"))
-    replicated = NamedSharding(mesh, P())
-    self._variables = jax.device_put(
-        ([v.value for v in tower.trainable_variables],
-         [v.value for v in tower.non_trainable_variables]), replicated)
-
-    def embed(variables, images_BxHxWx3):
-      x = converter(images_BxHxWx3.astype(jnp.float32))
-      feat_BxD, _ = tower.stateless_call(*variables, x, training=False)
-      return l2_normalise(feat_BxD)
-
-    self._embed = jax.jit(embed, in_shardings=(replicated, self._batch_sharding),
-                          out_shardings=self._batch_sharding)
+    self.backend = _keras().backend.backend()
+    self._embed_batch = (_jax_batch_embedder(tower, converter, batch_size)
+                         if self.backend == "jax" else _tf_batch_embedder(tower, converter))
 
   def __call__(self, images_NxHxWx3: np.ndarray) -> np.ndarray:
     """RGB images (uint8, N x H x W x 3) -> float32 N x dim embeddings on the host."""
@@ -182,19 +176,53 @@ class VisionEmbedder:
     if images_NxHxWx3.ndim != 4 or images_NxHxWx3.shape[-1] != 3:
       raise ValueError(f"Expected RGB images shaped NxHxWx3, got {images_NxHxWx3.shape}; "
                        "stack the images along axis 0 and convert grey or RGBA to RGB.")
-    # Dispatch every batch before fetching any (asynchronous dispatch).
+    # Dispatch every batch before fetching any (asynchronous dispatch on JAX).
     feats = [self._embed_padded(images_NxHxWx3[start:start + self.batch_size])
              for start in range(0, len(images_NxHxWx3), self.batch_size)]
     if not feats:
       return np.zeros((0, self.dim), np.float32)
     return np.concatenate(jax.device_get(feats)).astype(np.float32, copy=False)
 
-  def _embed_padded(self, images_BxHxWx3: np.ndarray) -> jax.Array:
+  def _embed_padded(self, images_BxHxWx3: np.ndarray):
     """A batch padded to `batch_size`: one compiled program per image shape."""
     pad = self.batch_size - len(images_BxHxWx3)
     padded = np.pad(images_BxHxWx3, ((0, pad), (0, 0), (0, 0), (0, 0)))
-    out = self._embed(self._variables, jax.device_put(padded, self._batch_sharding))
-    return out[:len(images_BxHxWx3)]
+    return self._embed_batch(padded)[:len(images_BxHxWx3)]
+
+
+def _jax_batch_embedder(tower, converter, batch_size: int) -> Callable:
+  """Padded uint8 batch -> embeddings (a device array, not waited for): the tower's
+  `stateless_call` in one `jax.jit`, data-parallel over every local device."""
+  devices = jax.devices()
+  if batch_size % len(devices):
+    raise ValueError(f"batch_size={batch_size} must be a multiple of the {len(devices)} "
+                     "devices it is split over; pick a multiple.")
+  mesh = Mesh(np.asarray(devices), ("data",))
+  batch_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+  variables = jax.device_put(([v.value for v in tower.trainable_variables],
+                              [v.value for v in tower.non_trainable_variables]), replicated)
+
+  def embed(variables, images_BxHxWx3):
+    x = converter(images_BxHxWx3.astype(jnp.float32))
+    feat_BxD, _ = tower.stateless_call(*variables, x, training=False)
+    return l2_normalise(feat_BxD)
+
+  embed = jax.jit(embed, in_shardings=(replicated, batch_sharding),
+                  out_shardings=batch_sharding)
+  return lambda images_BxHxWx3: embed(variables, jax.device_put(images_BxHxWx3,
+                                                                batch_sharding))
+
+
+def _tf_batch_embedder(tower, converter) -> Callable:
+  """Padded uint8 batch -> embeddings: the tower in one `tf.function` on TensorFlow's Keras
+  (the CPU kernels Inception's embedder uses there)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  @tf.function(reduce_retracing=True)
+  def embed(images_BxHxWx3):
+    return l2_normalise(tower(converter(tf.cast(images_BxHxWx3, tf.float32)), training=False))
+
+  return lambda images_BxHxWx3: embed(images_BxHxWx3).numpy()
 
 
 def reference_embed(tower, converter, images_NxHxWx3: np.ndarray,
@@ -216,7 +244,7 @@ def save_random_weights(name: str, out_dir: str | os.PathLike, seed: int = 0,
   is the real preset's, at this image size. Seeds Keras' global RNGs
   (`keras.utils.set_random_seed`), as keras-hub's initialisers draw from them.
   """
-  keras = _keras_on_jax()
+  keras = _keras()
   import keras_hub  # pylint: disable=g-import-not-at-top
   _spec(name)
   sizes = {**_TINY, "image_size": _TINY_IMAGE_SIZE, "projection_dim": 16, **tower_sizes}

@@ -389,6 +389,7 @@ class ImageEmbedder:
   every local device; "keras" runs `keras_inception_v3` on TensorFlow's CPU kernels.
   Both give the same features to float32 rounding; `default_backend` picks.
   """
+  dim = FEATURE_DIM
 
   def __init__(self, variables: dict, batch_size: int = 64, backend: str | None = None):
     self.batch_size = batch_size

@@ -1,10 +1,11 @@
 """Decoding of raw IMAC media into model inputs, failing with a countable reason.
 
-`load_image` and `describe_song` return `(value, None)` or `(None, reason)` instead of
+`load_image` and `song_features` return `(value, None)` or `(None, reason)` instead of
 raising, so one bad file never aborts a build and worker processes never need to pickle
 exceptions.
 """
 
+import functools
 import io
 import math
 
@@ -67,15 +68,29 @@ def _to_rgb(img: Image.Image) -> Image.Image:
   return img if img.mode == "RGB" else img.convert("RGB")  # convert would copy it
 
 
-def describe_song(path, cfg: music.DescriptorConfig) -> tuple[np.ndarray | None, str | None]:
-  """`S x 193` descriptors of a song's segments."""
+def song_features(path, cfg: music.DescriptorConfig, clap_weights=None
+                  ) -> tuple[np.ndarray | None, str | None]:
+  """`S x D` features of a song's segments: the 193-d descriptor, or with `clap_weights`
+  (a checkpoint directory) CLAP embeddings of the same segments. A model that fails to
+  load raises: that is no fault of the song."""
+  embedder = None if clap_weights is None else _clap_embedder(clap_weights)
   try:
-    return music.song_descriptors(path, cfg), None
+    if embedder is None:
+      return music.song_descriptors(path, cfg), None
+    from acp_jax.features import clap  # pylint: disable=g-import-not-at-top  (the extra)
+    return clap.song_embeddings(path, cfg, embedder), None
   except music.AudioError as e:
     return None, f"audio: {e.reason}"
   except Exception as e:  # pylint: disable=broad-except
     # A decoder or librosa failure on one odd file must not abort the whole build.
     return None, f"audio: failed ({type(e).__name__})"
+
+
+@functools.cache
+def _clap_embedder(weights):
+  """One CLAP model per process (a build's workers each load it once)."""
+  from acp_jax.features import clap  # pylint: disable=g-import-not-at-top  (the extra)
+  return clap.ClapEmbedder(weights)
 
 
 def resize_bilinear(rgb: Image.Image, size: int) -> np.ndarray:

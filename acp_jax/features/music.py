@@ -556,18 +556,25 @@ def _cqt_filters(sr: int, hop_length: int, tuning: float):
   return down, tuple(octaves), 1 / np.sqrt(lengths_C)
 
 
-def song_descriptors(path: str | os.PathLike, cfg: DescriptorConfig) -> np.ndarray:
-  """S x 193 float32: row s is `descriptor` of `segment(load_audio(path, ...), cfg)[s]`.
-
-  Raises AudioError (see `load_audio` and `segment`; also 'silent' when the kept
-  segments are below cfg.silence_dbfs, 'non-finite' for NaN/Inf features).
-  """
+def song_segments(path: str | os.PathLike, cfg: DescriptorConfig) -> np.ndarray:
+  """S x segment_samples: `segment(load_audio(path, ...), cfg)`, the segments a song
+  keeps in every dataset config. Raises AudioError (see `load_audio` and `segment`;
+  also 'silent' when they are below cfg.silence_dbfs)."""
   segments_SxN = segment(load_audio(path, cfg.sample_rate), cfg)
   rms_dbfs = 10 * np.log10(np.mean(np.square(segments_SxN, dtype=np.float64)) + 1e-20)
   if rms_dbfs < cfg.silence_dbfs:
     raise AudioError("silent", f"{path} is near-silent (RMS {rms_dbfs:.0f} dBFS, below "
                      f"silence_dbfs={cfg.silence_dbfs}); check the file or lower "
                      "silence_dbfs.")
+  return segments_SxN
+
+
+def song_descriptors(path: str | os.PathLike, cfg: DescriptorConfig) -> np.ndarray:
+  """S x 193 float32: row s is `descriptor` of `song_segments(path, cfg)[s]`.
+
+  Raises AudioError (see `song_segments`; also 'non-finite' for NaN/Inf features).
+  """
+  segments_SxN = song_segments(path, cfg)
   desc_Sx193 = np.stack([descriptor(segment_N, cfg) for segment_N in segments_SxN])
   if not np.isfinite(desc_Sx193).all():
     raise AudioError("non-finite", f"{path} gives NaN/Inf features; inspect the audio "

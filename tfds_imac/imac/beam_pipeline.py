@@ -33,6 +33,7 @@ from tfds_imac.imac import examples
 from tfds_imac.imac import extract
 from tfds_imac.imac import plan
 from tfds_imac.imac import splits
+from tfds_imac.imac import weights
 
 _SKIP = "skip"
 PROGRESS_SECONDS = 2.0  # how often a worker reports its count and the launcher redraws
@@ -105,15 +106,22 @@ class _DecodeImage(_CountedDoFn):
 
 
 class _EmbedImages(beam.DoFn):
-  """Batches of (image, pixels) -> (image, 2048 features) | skip."""
+  """Batches of (image, pixels) -> (image, D features) | skip.
 
-  def __init__(self, weights: epath.Path | None, seed: int, batch_size: int):
-    self._weights, self._seed, self._batch_size = weights, seed, batch_size
+  Inception's weights file is copied to the worker when it lives in an object store; a
+  frozen encoder's weights directory must be on a file system the workers mount.
+  """
+
+  def __init__(self, cfg: config.ImacConfig, encoders: weights.Encoders):
+    self._cfg, self._encoders = cfg, encoders
 
   def setup(self):
     with contextlib.ExitStack() as stack:
-      weights = self._weights and stack.enter_context(_local_file(self._weights))
-      self._embedder = extract.make_embedder(weights, self._seed, self._batch_size)
+      encoders = self._encoders
+      if encoders.image == "inception" and encoders.image_weights is not None:
+        encoders = dataclasses.replace(
+            encoders, image_weights=stack.enter_context(_local_file(encoders.image_weights)))
+      self._embedder = extract.make_embedder(self._cfg, encoders)
 
   def process(self, batch: Sequence[tuple[corpus.Image, np.ndarray]]):
     feat_BxD, reasons = extract.embed_image_batch(self._embedder,
@@ -125,24 +133,25 @@ class _EmbedImages(beam.DoFn):
         yield image, feat
 
 
-class _DescribeSong(_CountedDoFn):
-  """corpus.Song -> (segment, 193 descriptor) per segment | skip."""
+class _SongFeatures(_CountedDoFn):
+  """corpus.Song -> (segment, D features) per segment | skip."""
 
-  def __init__(self, cfg: music.DescriptorConfig, progress: _Progress):
+  def __init__(self, cfg: music.DescriptorConfig, clap_weights: epath.Path | None,
+               progress: _Progress):
     super().__init__(progress)
-    self._cfg = cfg
+    self._cfg, self._clap_weights = cfg, clap_weights
 
   def process(self, song: corpus.Song):
     with _local_file(song.path) as path:
-      desc_Sx193, reason = media.describe_song(path, self._cfg)
+      feat_SxD, reason = media.song_features(path, self._cfg, self._clap_weights)
     self._progress.add()
     if reason:
       yield beam.pvalue.TaggedOutput(_SKIP, ("music", song.path.name, reason))
       return
-    yield from zip(corpus.song_segments(song, len(desc_Sx193)), desc_Sx193)
+    yield from zip(corpus.song_segments(song, len(feat_SxD)), feat_SxD)
 
 
-def _plan(items: list, skips: list, scan_skips: list, weights_label: str,
+def _plan(items: list, skips: list, scan_skips: list, encoders: weights.Encoders,
           desc_cfg: music.DescriptorConfig, metadata_path: str):
   """All kept items' records (no features) -> each pair, keyed by its image id.
 
@@ -153,7 +162,7 @@ def _plan(items: list, skips: list, scan_skips: list, weights_label: str,
   plans = plan.plan_splits(images, segments)
   log = corpus.SkipLog()
   log.items = [*scan_skips, *skips]
-  metadata = plan.build_metadata(plans, images, segments, log, weights_label, desc_cfg)
+  metadata = plan.build_metadata(plans, images, segments, log, encoders.metadata(), desc_cfg)
   epath.Path(metadata_path).write_text(json.dumps(metadata))
   for name, split in plans.items():
     for i, j, label in zip(split.image_P, split.music_P, split.label_P):
@@ -185,9 +194,9 @@ class Build:
 
   def __init__(self, images: Sequence[corpus.Image], songs: Sequence[corpus.Song],
                scan_skips: Sequence[tuple[str, str, str]], cfg: config.ImacConfig,
-               weights: epath.Path | None, weights_label: str, work_dir: epath.Path):
+               encoders: weights.Encoders, work_dir: epath.Path):
     self._images, self._songs, self._scan_skips = list(images), list(songs), list(scan_skips)
-    self._cfg, self._weights, self._weights_label = cfg, weights, weights_label
+    self._cfg, self._encoders = cfg, encoders
     self._work_dir = epath.Path(work_dir)
     self._by_split = None
     self._bars = None
@@ -217,15 +226,14 @@ class Build:
     embedded = (decoded.item
                 | "BatchImages" >> beam.BatchElements(min_batch_size=cfg.image_batch,
                                                       max_batch_size=cfg.image_batch)
-                | "EmbedImages" >> beam.ParDo(_EmbedImages(
-                    self._weights, cfg.inception_seed, cfg.image_batch)
+                | "EmbedImages" >> beam.ParDo(_EmbedImages(cfg, self._encoders)
                                               ).with_outputs(_SKIP, main="item"))
     segments = (root
                 | "ListSongs" >> _ReadItems(self._work_dir / "songs.jsonl", self._songs,
                                            corpus.Song)
-                | "DescribeSong" >> beam.ParDo(_DescribeSong(
-                    cfg.descriptor, _Progress(progress_dir, "music"))
-                                               ).with_outputs(_SKIP, main="item"))
+                | "SongFeatures" >> beam.ParDo(_SongFeatures(
+                    cfg.descriptor, self._encoders.music_weights,
+                    _Progress(progress_dir, "music"))).with_outputs(_SKIP, main="item"))
 
     skips = ((decoded[_SKIP], embedded[_SKIP], segments[_SKIP])
              | "AllSkips" >> beam.Flatten()
@@ -237,7 +245,7 @@ class Build:
              | "ItemList" >> beam.combiners.ToList())
     pairs = items | "Plan" >> beam.FlatMap(
         _plan, skips=beam.pvalue.AsSingleton(skips), scan_skips=self._scan_skips,
-        weights_label=self._weights_label, desc_cfg=cfg.descriptor,
+        encoders=self._encoders, desc_cfg=cfg.descriptor,
         metadata_path=os.fspath(self._metadata_path))
 
     half = ({"pair": pairs,

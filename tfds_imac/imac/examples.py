@@ -6,10 +6,11 @@ import tensorflow_datasets as tfds
 from acp_jax import labels
 from acp_jax.features import inception
 from acp_jax.features import music
+from tfds_imac.imac import config
 from tfds_imac.imac import corpus
 
 
-def _pair_item_features(dim: int) -> dict:
+def _pair_item_features(dim: int | None) -> dict:
   return {
       "id": tfds.features.Text(),
       "features": tfds.features.Tensor(shape=(dim,), dtype=np.float32),
@@ -19,11 +20,19 @@ def _pair_item_features(dim: int) -> dict:
   }
 
 
-def pair_features() -> tfds.features.FeaturesDict:
-  """One pair of a features config: both items' features and the pair label."""
-  image = _pair_item_features(inception.FEATURE_DIM)
+def feature_dims(cfg: config.ImacConfig) -> tuple[int | None, int | None]:
+  """(image, music) feature widths of `cfg`'s encoders; None for a frozen encoder, whose
+  width is its checkpoint's (512 for CLIP ViT-B/32 and CLAP, 768 for SigLIP B/16)."""
+  return (inception.FEATURE_DIM if cfg.image_encoder == "inception" else None,
+          music.DESCRIPTOR_DIM if cfg.music_encoder == "descriptor" else None)
+
+
+def pair_features(dims: tuple[int | None, int | None]) -> tfds.features.FeaturesDict:
+  """One pair of a features config: both items' features (`dims` wide, None: any width
+  the same for every item) and the label."""
+  image = _pair_item_features(dims[0])
   image["emotion"] = tfds.features.ClassLabel(names=labels.EMOTIONS)
-  song = _pair_item_features(music.DESCRIPTOR_DIM)
+  song = _pair_item_features(dims[1])
   song["song_id"] = tfds.features.Text()
   return tfds.features.FeaturesDict({
       "image": image, "music": song,

@@ -3,6 +3,9 @@
 Configs: `features` (default; the real corpus from a manual download) and
 `synthetic` (a generated corpus in the same layout, built by the same code path):
 each example is one fixed correspondence pair carrying both items' features.
+`clip_clap` and `siglip_clap` (and `synthetic_clip_clap`, `synthetic_siglip_clap`):
+the same pairs with features from frozen encoders, CLIP ViT-B/32 or SigLIP B/16 for
+images and CLAP for music, read from local weights (`weights.py`).
 `media` and `synthetic_media`: item-level ArrayRecord datasets (record i of a split is
 its i-th item in id order) with features, pixels and waveforms, for the baselines.
 
@@ -50,6 +53,10 @@ Assemble the manual dir (default ~/tensorflow_datasets/downloads/manual/, or pas
       Without them the build stops; to build with a seeded random-init network
       instead, set IMAC_RANDOM_INCEPTION=1 (the dataset's metadata and every result
       then say so).
+  <manual_dir>/encoders/{{{", ".join(sorted(weights.ENCODER_DIRS.values()))}}}/
+      only for the frozen-encoder configs (clip_clap, siglip_clap): each encoder's
+      checkpoint directory (README, "Frozen encoders"); or set
+      {weights.ENCODER_WEIGHTS_ENV} to a directory holding them.
 
 Then run: tfds build --imports tfds_imac imac/features --manual_dir=<manual_dir>
 To try the project without IMAC: tfds build --imports tfds_imac imac/synthetic
@@ -73,7 +80,7 @@ def synthetic_corpus_dir(download_dir: epath.PathLike,
 class Builder(tfds.core.GeneratorBasedBuilder):
   """IMAC correspondence pairs with Inception-V3 image and 193-d music features."""
 
-  VERSION = tfds.core.Version("2.1.0")
+  VERSION = tfds.core.Version("2.2.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release: features and synthetic configs.",
       "1.1.0": "synthetic: 192 songs of one segment instead of 96 of two (a demo model "
@@ -88,6 +95,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                "ArrayRecord alone, not also by TFDS's zlib: they read 4-9x faster. "
                "`pixels` is [None, image_size, 3]; music items hold 0 x 224 x 3. Images "
                "decode and resize to the same bytes as before, faster.",
+      "2.2.0": "Configs with frozen encoders: clip_clap, siglip_clap, synthetic_clip_clap, "
+               "synthetic_siglip_clap (the same pairs; CLIP or SigLIP image and CLAP music "
+               "embeddings). The metadata's `encoders` names each side's encoder and weights.",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   BUILDER_CONFIGS = [
@@ -100,6 +110,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
           "Items of `features` with 224x224 pixels and segment waveforms.")),
       config.ImacConfig(name="synthetic_media", media=True, **config.SYNTHETIC, description=(
           "Items of `synthetic` with 224x224 pixels and segment waveforms.")),
+      config.ImacConfig(name="clip_clap", **config.CLIP_CLAP, description=(
+          "Pairs of `features` with CLIP ViT-B/32 image and CLAP music embeddings.")),
+      config.ImacConfig(name="siglip_clap", **config.SIGLIP_CLAP, description=(
+          "Pairs of `features` with SigLIP B/16 image and CLAP music embeddings.")),
+      config.ImacConfig(name="synthetic_clip_clap", **config.SYNTHETIC, **config.CLIP_CLAP,
+                        description="Pairs of `synthetic` with CLIP and CLAP embeddings."),
+      config.ImacConfig(name="synthetic_siglip_clap", **config.SYNTHETIC, **config.SIGLIP_CLAP,
+                        description="Pairs of `synthetic` with SigLIP and CLAP embeddings."),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "features"
   _beam = False       # whether this build runs on Beam
@@ -124,7 +142,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     return self.dataset_info_from_configs(
         features=(examples.media_item_features(cfg.image_size) if cfg.media
-                  else examples.pair_features()),
+                  else examples.pair_features(examples.feature_dims(cfg))),
         supervised_keys=None,
         homepage="https://gaurav22verma.github.io/IMAC_Dataset.html",
         metadata=tfds.core.MetadataDict(),
@@ -138,14 +156,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       raise ValueError(f"imac/{cfg.name} builds in-process only; drop --beam_pipeline_options "
                        "(the features configs build on Beam).")
     manual_dir = self._manual_dir(dl_manager)
+    if cfg.synthetic is None and manual_dir is None:
+      raise AssertionError(f"IMAC needs a manual download.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    encoders = weights.resolve(cfg, manual_dir)  # before any item is made or read
     if cfg.synthetic is not None:
       root = synthetic_corpus_dir(dl_manager.download_dir, cfg.synthetic)
       synthetic_corpus.write_corpus_once(root, cfg.synthetic)
-    elif manual_dir is None:
-      raise AssertionError(f"IMAC needs a manual download.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     else:
       root = manual_dir
-    weights_file, weights_label = weights.inception_weights(cfg, manual_dir)
 
     log = corpus.SkipLog()
     cues = corpus.read_cues(root)
@@ -153,15 +171,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     if self._beam:
       # Imported only for a Beam build: Beam takes seconds to import.
       from tfds_imac.imac import beam_pipeline  # pylint: disable=g-import-not-at-top
-      self._beam_build = beam_pipeline.Build(images, songs, log.items, cfg, weights_file,
-                                             weights_label,
+      self._beam_build = beam_pipeline.Build(images, songs, log.items, cfg, encoders,
                                              epath.Path(self.data_dir) / "imac_beam_build")
       # The metadata arrives after the pipeline ran: `_process_pipeline_result`.
       return {name: self._beam_build.split(name) for name in splits.SPLITS}
-    items = in_process.extract_items(images, songs, cfg, weights_file, log)
-    plans = plan.plan_splits(items.images, items.segments)
+    items = in_process.extract_items(images, songs, cfg, encoders, log)
+    try:
+      plans = plan.plan_splits(items.images, items.segments)
+    except ValueError as e:  # a split left empty: the skips say why
+      raise ValueError(f"{e}\n{log.summary()}") from None
     self._set_metadata(plan.build_metadata(plans, items.images, items.segments, log,
-                                           weights_label, cfg.descriptor))
+                                           encoders.metadata(), cfg.descriptor))
     if not cfg.media:
       return {name: self._generate_examples(items, split) for name, split in plans.items()}
     return {f"{name}_{modality}": self._generate_examples(items, split, modality)

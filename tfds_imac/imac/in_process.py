@@ -16,12 +16,12 @@ from etils import epath
 import numpy as np
 from tqdm import tqdm
 
-from acp_jax.features import inception
 from acp_jax.features import media
 from acp_jax.features import music
 from tfds_imac.imac import config
 from tfds_imac.imac import corpus
 from tfds_imac.imac import extract
+from tfds_imac.imac import weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,24 +34,24 @@ class Extracted:
 
 
 def extract_items(images: list[corpus.Image], songs: list[corpus.Song],
-                  cfg: config.ImacConfig, weights: epath.Path | None, log: corpus.SkipLog
+                  cfg: config.ImacConfig, encoders: weights.Encoders, log: corpus.SkipLog
                   ) -> Extracted:
   """The kept items of a scanned corpus and their features; skips go to `log`."""
-  kept_images, image_feat_NxD = _extract_images(images, cfg, weights, log)
-  segments, music_feat_MxD = _extract_music(songs, cfg.descriptor, log)
+  kept_images, image_feat_NxD = _extract_images(images, cfg, encoders, log)
+  segments, music_feat_MxD = _extract_music(songs, cfg.descriptor, encoders.music_weights, log)
   return Extracted(kept_images, image_feat_NxD, segments, music_feat_MxD)
 
 
 def _extract_images(images: list[corpus.Image], cfg: config.ImacConfig,
-                    weights: epath.Path | None, log: corpus.SkipLog
+                    encoders: weights.Encoders, log: corpus.SkipLog
                     ) -> tuple[list[corpus.Image], np.ndarray]:
-  """Kept images and their N x 2048 features; decoded in threads, embedded in batches.
+  """Kept images and their N x D features; decoded in threads, embedded in batches.
 
   At most `decode_ahead` decoded images wait for the embedder; the features fill one
   preallocated matrix (rows past the kept count are never written, so never paged in).
   """
-  embedder = extract.make_embedder(weights, cfg.inception_seed, cfg.image_batch)
-  feat_NxD = np.empty((len(images), inception.FEATURE_DIM), np.float32)
+  embedder = extract.make_embedder(cfg, encoders)
+  feat_NxD = np.empty((len(images), embedder.dim), np.float32)
   kept: list[corpus.Image] = []
   batch: list[tuple[corpus.Image, np.ndarray]] = []
 
@@ -97,31 +97,33 @@ def _bounded_map(pool: concurrent.futures.Executor, fn, items: Sequence, *args, 
 
 
 def _extract_music(songs: list[corpus.Song], desc_cfg: music.DescriptorConfig,
-                   log: corpus.SkipLog) -> tuple[list[corpus.Segment], np.ndarray]:
-  """Kept segments (in song id order) and their M x 193 descriptors, songs over all cores.
+                   clap_weights: epath.Path | None, log: corpus.SkipLog
+                   ) -> tuple[list[corpus.Segment], np.ndarray]:
+  """Kept segments (in song id order) and their M x D features (193-d descriptors, or
+  CLAP's with `clap_weights`), songs over all cores.
 
   Largest files start first, so a long song never starts last and leaves the other
   workers idle at the end.
   """
-  desc_by_song: dict[str, np.ndarray] = {}
+  feat_by_song: dict[str, np.ndarray] = {}
   # spawn, not fork: TensorFlow and JAX threads are live in this process. Workers run
-  # `media.describe_song`, whose module does not import TensorFlow.
+  # `media.song_features`, whose module does not import TensorFlow.
   ctx = multiprocessing.get_context("spawn")
   with (concurrent.futures.ProcessPoolExecutor(max(1, min(os.cpu_count(), len(songs))),
                                                mp_context=ctx) as pool,
         tqdm(total=len(songs), desc="IMAC music", unit="song", disable=not songs) as bar):
-    futures = {pool.submit(media.describe_song, song.path, desc_cfg): song
+    futures = {pool.submit(media.song_features, song.path, desc_cfg, clap_weights): song
                for song in sorted(songs, key=lambda s: -s.path.stat().length)}
     for future in concurrent.futures.as_completed(futures):
       song = futures.pop(future)
-      desc_Sx193, reason = future.result()
+      feat_SxD, reason = future.result()
       if reason:
         log.skip("music", song.path.name, reason)
       else:
-        desc_by_song[song.id] = desc_Sx193
+        feat_by_song[song.id] = feat_SxD
       bar.update()
-  segments = [seg for song in songs if song.id in desc_by_song
-              for seg in corpus.song_segments(song, len(desc_by_song[song.id]))]
-  feat_MxD = np.concatenate([desc_by_song[song.id] for song in songs if song.id in desc_by_song]
-                            or [np.zeros((0, music.DESCRIPTOR_DIM))]).astype(np.float32)
+  segments = [seg for song in songs if song.id in feat_by_song
+              for seg in corpus.song_segments(song, len(feat_by_song[song.id]))]
+  feat_MxD = np.concatenate([feat_by_song[song.id] for song in songs if song.id in feat_by_song]
+                            or [np.zeros((0, 0))]).astype(np.float32)
   return segments, feat_MxD

@@ -57,9 +57,10 @@ def plan_splits(images: Sequence[corpus.Image], segments: Sequence[corpus.Segmen
 
 
 def build_metadata(plans: dict[str, SplitPlan], images: Sequence[corpus.Image],
-                   segments: Sequence[corpus.Segment], log: corpus.SkipLog, weights_label: str,
-                   desc_cfg: music.DescriptorConfig) -> dict:
-  """The dataset metadata every build mode stores (keys shared with the trainer)."""
+                   segments: Sequence[corpus.Segment], log: corpus.SkipLog,
+                   encoders: dict, desc_cfg: music.DescriptorConfig) -> dict:
+  """The dataset metadata every build mode stores (keys shared with the trainer);
+  `encoders` is `weights.Encoders.metadata()`."""
   oracle, counts = {}, {}
   for name, plan in plans.items():
     img_cue_P = np.array([images[i].cue for i in plan.images_N])[plan.image_P]
@@ -77,7 +78,7 @@ def build_metadata(plans: dict[str, SplitPlan], images: Sequence[corpus.Image],
       "counts": counts,
       "pair_label_flips": sum(plan.flips for plan in plans.values()),
       "pair_fingerprint": {name: plan.fingerprint for name, plan in plans.items()},
-      "inception_weights": weights_label,
+      **encoders,
       "descriptor": dataclasses.asdict(desc_cfg),
   }
 

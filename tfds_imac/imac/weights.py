@@ -1,15 +1,31 @@
-"""Which Inception-V3 weights a build embeds images with: the ImageNet file or random init."""
+"""Which weights a build embeds items with: each side's encoder, its weights and their label.
 
+Inception-V3 reads the Keras ImageNet file from the manual dir (random init only for a
+synthetic corpus or by opt-in). A frozen encoder (CLIP, SigLIP, CLAP) reads its
+checkpoint from one directory of a weights root: $IMAC_ENCODER_WEIGHTS, else
+<manual_dir>/encoders. Everything is checked before any item is extracted, and nothing
+is ever downloaded.
+"""
+
+import dataclasses
+import hashlib
 import os
 
 from etils import epath
 
+from acp_jax.features import clap
+from acp_jax.features import clip
 from acp_jax.features import inception
 from tfds_imac.imac import config
 
 WEIGHTS_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 # Opt-in to random-init image features on the real corpus (value "1").
 RANDOM_INCEPTION_ENV = "IMAC_RANDOM_INCEPTION"
+# The root of the frozen encoders' weight directories (default: <manual_dir>/encoders).
+ENCODER_WEIGHTS_ENV = "IMAC_ENCODER_WEIGHTS"
+# Each frozen encoder's directory under the root: its checkpoint's name.
+ENCODER_DIRS = {"clip": "clip_vit_base_patch32", "siglip": "siglip_base_patch16_224",
+                "clap": "larger_clap_music"}
 
 _RANDOM_NOTICE = """
 {bar}
@@ -17,6 +33,65 @@ IMAC: {env}=1, image features come from a RANDOM-INIT Inception-V3,
 not the ImageNet weights: results on this dataset are not the paper's setting.
 The dataset metadata records inception_weights = "{label}".
 {bar}""".replace("{bar}", "!" * 78)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoders:
+  """What embeds a build's items. A label names weights in the metadata: Inception's
+  "imagenet" or "random(seed=N)"; a frozen encoder's directory name and a digest of
+  its files, so a run can tell that a dataset was rebuilt with other weights."""
+  image: str                        # one of config.IMAGE_ENCODERS
+  image_weights: epath.Path | None  # Inception's .h5 (None: random init), else a directory
+  image_label: str
+  music: str                        # one of config.MUSIC_ENCODERS
+  music_weights: epath.Path | None  # CLAP's directory; None for the descriptor
+  music_label: str | None           # None for the descriptor, which has no weights
+
+  def metadata(self) -> dict:
+    return {"inception_weights": self.image_label if self.image == "inception" else None,
+            "encoders": {"image": self.image, "image_weights": self.image_label,
+                         "music": self.music, "music_weights": self.music_label}}
+
+
+def resolve(cfg: config.ImacConfig, manual_dir: epath.Path | None) -> Encoders:
+  """The encoders of `cfg` and their checked weights; raises before any extraction."""
+  if cfg.image_encoder == "inception":
+    image_weights, image_label = inception_weights(cfg, manual_dir)
+  else:
+    image_weights = clip.check_weights_dir(
+        cfg.image_encoder, _encoder_dir(cfg, manual_dir, cfg.image_encoder))
+    image_label = weights_label(image_weights)
+  music_weights = music_label = None
+  if cfg.music_encoder == "clap":
+    music_weights = clap.check_weights_dir(_encoder_dir(cfg, manual_dir, "clap"))
+    music_label = weights_label(music_weights)
+  return Encoders(cfg.image_encoder, image_weights, image_label, cfg.music_encoder,
+                  music_weights, music_label)
+
+
+def _encoder_dir(cfg: config.ImacConfig, manual_dir: epath.Path | None, encoder: str
+                 ) -> epath.Path:
+  root = os.environ.get(ENCODER_WEIGHTS_ENV)
+  if root:
+    return epath.Path(root) / ENCODER_DIRS[encoder]
+  if manual_dir is None:
+    raise FileNotFoundError(
+        f"imac/{cfg.name} embeds with {encoder}, whose weights are read from "
+        f"${ENCODER_WEIGHTS_ENV}/{ENCODER_DIRS[encoder]} or <manual_dir>/encoders/"
+        f"{ENCODER_DIRS[encoder]}; set {ENCODER_WEIGHTS_ENV} to the directory holding "
+        f"{', '.join(sorted(ENCODER_DIRS.values()))} (README, 'Frozen encoders').")
+  return manual_dir / "encoders" / ENCODER_DIRS[encoder]
+
+
+def weights_label(directory: epath.Path) -> str:
+  """`<dir name> sha256:<12 hex>` over the directory's files (names and bytes, streamed)."""
+  digest = hashlib.sha256()
+  for path in sorted(p for p in directory.iterdir() if p.is_file()):
+    digest.update(path.name.encode() + b"\0")
+    with path.open("rb") as f:
+      while block := f.read(1 << 22):
+        digest.update(block)
+  return f"{directory.name} sha256:{digest.hexdigest()[:12]}"
 
 
 def inception_weights(cfg: config.ImacConfig, manual_dir: epath.Path | None
