@@ -6,6 +6,8 @@ Jobs (`config.job`, default `train`), each a function (config, workdir) in acp_j
   evaluate  evaluate a trained run's best checkpoint again (configs/evaluate.py, and
             configs/probe.py with the Table 5 probes)
   retrieve  rank a dataset's items against an audio or image file (configs/retrieve.py)
+  compare   train a grid of runs on several features configs of the same pairs, and
+            report them side by side (configs/compare.py)
 
 Multi-process (multi-host) runs need no code change: on a managed cluster (SLURM,
 Open MPI, Cloud TPU, ...) JAX finds its peers itself; elsewhere set
@@ -38,6 +40,7 @@ import jax  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from acp_jax import UserError  # noqa: E402
+from acp_jax import compare  # noqa: E402
 from acp_jax import evaluate  # noqa: E402
 from acp_jax import query  # noqa: E402
 from acp_jax import train  # noqa: E402
@@ -47,7 +50,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and res
 config_flags.DEFINE_config_file("config", None, "Job configuration file.", lock_config=True)
 flags.mark_flags_as_required(["config", "workdir"])
 
-JOBS = {"train": train.train_and_evaluate, "evaluate": evaluate.run, "retrieve": query.run}
+JOBS = {"train": train.train_and_evaluate, "evaluate": evaluate.run, "retrieve": query.run,
+        "compare": compare.run}
 
 # Set by the schedulers JAX detects on its own, when they run more than one process.
 _CLUSTER_SIZE_VARIABLES = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")

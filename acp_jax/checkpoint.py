@@ -2,6 +2,8 @@
 
   <workdir>/
     config.json                   the run's config (written at start)
+    dataset.json                  what the dataset was at start: its fixed pairs' fingerprints
+                                  and the encoders (and weights) of its features
     checkpoints/<step>/state/     the whole train state, every seed (resume reads it)
     checkpoints/<step>/best/      best-by-validation params (and BatchNorm statistics)
                                   per seed and the input standardisation; each seed's
@@ -19,6 +21,7 @@ A restored run (acp_jax/evaluate.py: the evaluate and retrieve jobs) calls `load
 """
 
 import dataclasses
+from collections.abc import Mapping
 import json
 from typing import Any
 
@@ -30,6 +33,7 @@ import orbax.checkpoint as ocp
 
 from acp_jax import UserError
 from acp_jax import inputs
+from acp_jax import items
 
 # Config fields that shape the saved state: a checkpoint of other values does not fit.
 STATE_FIELDS = ("dataset", "model", "image_widths", "music_widths", "fusion_widths",
@@ -98,6 +102,42 @@ def write_config(workdir: epath.PathLike, config: ml_collections.ConfigDict) -> 
   if jax.process_index() == 0:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config.to_json(indent=2))
+
+
+def check_dataset(workdir: epath.PathLike, splits: Mapping[str, items.Split], *,
+                  write: bool = False) -> None:
+  """Raises UserError when `splits` are not what the run in `workdir` trained on.
+
+  Compares the fixed pairs and the encoders of the features with `dataset.json`; a run
+  saved before that file is not checked. `write`: at the start of training, writes it
+  when absent (a resume checks it like a restore).
+  """
+  path = epath.Path(workdir) / "dataset.json"
+  current = {"pair_fingerprint": {name: split.fingerprint for name, split in splits.items()},
+             "encoders": splits["test"].encoders}
+  if not path.exists():
+    if write and jax.process_index() == 0:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(json.dumps(current, indent=2))
+    return
+  trained = json.loads(path.read_text())
+  describe = lambda enc: (f"image encoder {enc['image']} ({enc['image_weights']}), music "
+                          f"encoder {enc['music']} ({enc['music_weights']})")
+  if None not in (trained["encoders"], current["encoders"]) and (
+      trained["encoders"] != current["encoders"]):
+    raise UserError(
+        f"{workdir} was trained on features from {describe(trained['encoders'])}; the dataset "
+        f"now holds features from {describe(current['encoders'])}. Its params do not read "
+        "these features: rebuild the dataset with the run's encoders and weights, or train "
+        "a new run on this one.")
+  changed = [name for name, fingerprint in current["pair_fingerprint"].items()
+             if None not in (fingerprint, trained["pair_fingerprint"].get(name))
+             and fingerprint != trained["pair_fingerprint"][name]]
+  if changed:
+    raise UserError(
+        f"the {', '.join(changed)} pairs of the dataset are not the ones {workdir} trained "
+        "on (other pair fingerprints): the dataset was rebuilt from other items or by "
+        "another pairing rule. Rebuild it as it was, or train a new run.")
 
 
 # What one checkpoint holds: the train state, the best model (`best_tree`) and the

@@ -109,6 +109,7 @@ def restore(workdir: epath.PathLike, *, dataset: str | None = None,
 
   Raises:
     UserError: no checkpoint in `workdir`, a run of another dataset than `dataset`, a
+      dataset rebuilt with other encoders or pairs since the run (`check_dataset`), a
       seed out of range, or params that do not fit the model its config.json
       describes (an edited config.json, another version).
   """
@@ -123,6 +124,7 @@ def restore(workdir: epath.PathLike, *, dataset: str | None = None,
                     f"0 to {num_seeds - 1}")
   if splits is None:
     splits = data.load_splits(config.dataset, data_dir or config.data_dir)
+  checkpoint.check_dataset(workdir, splits)
   module, objective = models.create_model(config), objectives.create_objective(config)
   mesh = inputs.make_mesh(config.batch_size)
   feed = feeds.create_feed(config, splits, mesh, objective,

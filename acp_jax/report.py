@@ -23,6 +23,8 @@ value may carry a `<name>_std` sibling, the sample std over seeds, shown as
     "oracle_accuracy": 0.91,            # optional: ceiling from the synthetic cues
     "model": "acp",                     # optional: the run's row of Table 4 ("acp" if absent)
     "objective": "correspondence",      # optional; another objective's row is "acp+supcon"
+    "encoders": {"image": "clip", "image_weights": "...", "music": "clap", ...},  # optional;
+                                        # other features than the paper's: "acp+supcon@clip+clap"
     "models": {                         # optional Table 4 rows by `row_key`; a missing
       "acp": {"test_accuracy": ..., "test_auc": ...},   # row of the run's model falls
       "l3net": {...},                                   # back to the top level; a
@@ -92,6 +94,9 @@ PAPER_TABLE5_MUSIC = (
 MODEL_NAMES = {"acp": "ACP-Net", "l3net": "L³-Net", "spectrogram_acp": "Spectrogram-ACP"}
 # config.objective -> how a row names a model trained with it (ACP-Net's own: no suffix).
 OBJECTIVE_NAMES = {"supcon": "SupCon (Emo-CLIM)", "sigmoid": "sigmoid (SigLIP)"}
+ENCODER_NAMES = {"clip": "CLIP ViT-B/32", "siglip": "SigLIP B/16", "clap": "CLAP",
+                 "inception": "Inception-V3", "descriptor": "descriptor"}
+PAPER_ENCODERS = ("inception", "descriptor")
 
 _DASH = "—"
 _DPI = 120
@@ -325,13 +330,22 @@ def _markdown(section: Section) -> list[str]:
 
 
 def row_key(results: Mapping) -> str:
-  """A run's key among Table 4's rows: its model, then `+objective` unless ACP-Net's own."""
+  """A run's key among Table 4's rows: its model, then `+objective` unless ACP-Net's own,
+  then `@image+music` when its features come from other encoders than the paper's."""
   model, objective = results.get("model", "acp"), results.get("objective", "correspondence")
-  return model if objective == "correspondence" else f"{model}+{objective}"
+  key = model if objective == "correspondence" else f"{model}+{objective}"
+  encoders = _encoders(results)
+  return key if encoders == PAPER_ENCODERS else f"{key}@{'+'.join(encoders)}"
+
+
+def _encoders(results: Mapping) -> tuple[str, str]:
+  encoders = results.get("encoders") or {}
+  return encoders.get("image", "inception"), encoders.get("music", "descriptor")
 
 
 def _row(results: Mapping) -> dict[str, Any]:
-  keys = [k for key in _ROW_KEYS for k in (key, f"{key}_std", f"{key}_ci95")] + ["test_pairs"]
+  keys = ([k for key in _ROW_KEYS for k in (key, f"{key}_std", f"{key}_ci95")]
+          + ["test_pairs", "dataset", "encoders"])
   return {k: results[k] for k in keys if k in results}
 
 
@@ -339,7 +353,9 @@ def table4_rows(results: Mapping, compare: str) -> dict[str, dict[str, Any]]:
   """Table 4 rows by `row_key`: the runs in `compare` (comma-separated workdirs), each
   with its `retrieval`, then this run's (its retrieval is the report's own).
 
-  Raises UserError for a run of another dataset or other fixed pairs (pair fingerprints).
+  A compared run may be of another features config of the same corpus: its pair
+  fingerprints say that it scored the same pairs. Raises UserError for a run on other
+  fixed pairs (fingerprints; the dataset, where they are unknown).
   """
   rows = {}
   for run in filter(None, (d.strip() for d in compare.split(","))):
@@ -348,21 +364,26 @@ def table4_rows(results: Mapping, compare: str) -> dict[str, dict[str, Any]]:
       raise MissingInputError(f"report.compare names {run}, which has no results.json; train "
                               "that run first or leave it out")
     other = json.loads(path.read_text())
-    for key, what in (("dataset", "dataset"), ("pair_fingerprint", "fixed pairs")):
+    known = any((results.get("pair_fingerprint") or {}).values())
+    for key in ("pair_fingerprint",) if known else ("dataset", "pair_fingerprint"):
       if other.get(key) != results.get(key):
         raise UserError(
-            f"report.compare names {run}, a run on other {what} ({key} {other.get(key)} there, "
-            f"{results.get(key)} here): its accuracy is not comparable. Compare runs on the "
-            "same dataset build, or leave it out.")
+            f"report.compare names {run}, a run on other fixed pairs ({key} {other.get(key)} "
+            f"there, {results.get(key)} here): its accuracy is not comparable. Compare runs "
+            "on the same pairs (one corpus, any features config), or leave it out.")
     rows[row_key(other)] = {**_row(other), "retrieval": other.get("retrieval")}
   rows[row_key(results)] = _row(results)
   return rows
 
 
 def _row_name(key: str) -> str:
+  key, _, encoders = key.partition("@")
   model, _, objective = key.partition("+")
   name = MODEL_NAMES.get(model, model)
-  return f"{name} towers, {OBJECTIVE_NAMES.get(objective, objective)}" if objective else name
+  name = f"{name} towers, {OBJECTIVE_NAMES.get(objective, objective)}" if objective else name
+  if encoders:
+    name += f", {' + '.join(ENCODER_NAMES.get(e, e) for e in encoders.split('+'))} features"
+  return name
 
 
 def _model_name(results: Mapping) -> str:
@@ -476,7 +497,14 @@ def _to_json(value):
 
 
 def random_features_warning(results: Mapping) -> str | None:
-  """The warning every result on random-init image features carries; None for ImageNet's."""
+  """The warning every result on random-init image features carries, and every result of
+  frozen encoders on a generated corpus; None otherwise."""
+  runs = [results, *results.get("models", {}).values()]
+  if any(_encoders(run) != PAPER_ENCODERS and "synthetic" in str(run.get("dataset"))
+         for run in runs):
+    return ("Frozen encoders on the generated corpus: they see generated pictures and tones, "
+            "with whatever weights the weights directory holds (random in the tests). These "
+            "numbers show that the pipeline runs; they mean nothing about the encoders.")
   weights = results.get("inception_weights")
   if not weights or not weights.startswith("random"):
     return None

@@ -263,6 +263,7 @@ def train(config: ml_collections.ConfigDict, workdir: epath.Path,
   # training statistics: every split's items on every device, or the media streamed.
   if splits is None:
     splits = data.load_splits(config.dataset, config.data_dir)
+  checkpoint.check_dataset(workdir, splits, write=True)
   pairs.check_sampleable(splits["train"], "train")
   objective = objectives.create_objective(config)
   feed = feeds.create_feed(config, splits, mesh, objective)
@@ -342,6 +343,7 @@ def train(config: ml_collections.ConfigDict, workdir: epath.Path,
              # Which network made the image features the model reads (None: it reads pixels).
              "inception_weights": (splits["test"].inception_weights
                                    if inputs.kinds(config)[0] == "features" else None),
+             "encoders": splits["test"].encoders,
              # Of one model (one seed); the seeds train at once, together all_seeds.
              "pairs_per_second": pairs_per_second,
              "pairs_per_second_all_seeds": pairs_per_second and pairs_per_second * config.num_seeds}
