@@ -53,6 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   objectives = [w for w in words if w in contrastive.OBJECTIVES] or list(contrastive.OBJECTIVES)
   config = ml_collections.ConfigDict()
   config.job = "compare"                # launch.py runs compare.run
+  # In grid order (the report's first run is the first of its Table 4 rows' runs).
   config.runs = ml_collections.ConfigDict(
-      {f"{f}_{o}": run_config(f, o, "synthetic" in words) for f in features for o in objectives})
+      {f"{f}_{o}": run_config(f, o, "synthetic" in words) for f in features for o in objectives},
+      sort_keys=False)
   return config

@@ -185,7 +185,7 @@ def test_the_compare_config_is_the_grid_of_features_and_objectives():
 def test_the_compare_job_reports_both_features_on_the_same_pairs(tmp_path, encoder_root,
                                                                  monkeypatch):
   monkeypatch.setenv(weights.ENCODER_WEIGHTS_ENV, str(encoder_root))
-  runs = ml_collections.ConfigDict()
+  runs = ml_collections.ConfigDict(sort_keys=False)
   for features, dataset in (("paper", "synthetic"), ("clip_clap", "synthetic_clip_clap")):
     run = compare_config.run_config(features, "supcon", synthetic=True)
     run.update(dataset=f"{EncoderImac.name}/{dataset}", data_dir=str(tmp_path / "tfds"),
