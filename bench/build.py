@@ -39,7 +39,6 @@ from acp_jax.features import media
 from tfds_imac.imac import config
 from tfds_imac.imac import extract
 from tfds_imac.imac import splits
-from tfds_imac.imac import weights
 
 # The full IMAC (Verma et al.): images and seconds of audio (3,812 songs).
 IMAC_IMAGES, IMAC_AUDIO_S = 85_000, 270 * 3600
@@ -186,15 +185,14 @@ def stage_costs(manual_dir: epath.Path) -> dict:
   start = time.process_time()
   pixels = [media.load_image(p, 224, 32)[0] for p in paths]
   decode = (time.process_time() - start) / len(paths)
-  cfg = config.ImacConfig(name="features")
-  embedder = extract.make_embedder(cfg, weights.Encoders("inception", None, "random(seed=0)",
-                                                         "descriptor", None, None))
+  embedder = extract.make_embedder("inception", None, seed=0, batch_size=64)
   batch_Bx224x224x3 = np.stack((pixels * embedder.batch_size)[:embedder.batch_size])
   embedder(batch_Bx224x224x3)  # compile
   start = time.process_time()
   embedder(batch_Bx224x224x3)
   embed = (time.process_time() - start) / embedder.batch_size
   songs = sorted((manual_dir / "music").iterdir())
+  cfg = config.ImacConfig(name="features")
   media.song_features(songs[0], cfg.descriptor)  # warm: numba and librosa's first calls
   start = time.process_time()
   for song in songs:

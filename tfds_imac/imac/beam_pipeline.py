@@ -33,7 +33,6 @@ from tfds_imac.imac import examples
 from tfds_imac.imac import extract
 from tfds_imac.imac import plan
 from tfds_imac.imac import splits
-from tfds_imac.imac import weights
 
 _SKIP = "skip"
 PROGRESS_SECONDS = 2.0  # how often a worker reports its count and the launcher redraws
@@ -112,16 +111,16 @@ class _EmbedImages(beam.DoFn):
   frozen encoder's weights directory must be on a file system the workers mount.
   """
 
-  def __init__(self, cfg: config.ImacConfig, encoders: weights.Encoders):
+  def __init__(self, cfg: config.ImacConfig, encoders: config.Encoders):
     self._cfg, self._encoders = cfg, encoders
 
   def setup(self):
     with contextlib.ExitStack() as stack:
-      encoders = self._encoders
-      if encoders.image == "inception" and encoders.image_weights is not None:
-        encoders = dataclasses.replace(
-            encoders, image_weights=stack.enter_context(_local_file(encoders.image_weights)))
-      self._embedder = extract.make_embedder(self._cfg, encoders)
+      encoders, weights = self._encoders, self._encoders.image_weights
+      if encoders.image == "inception" and weights is not None:
+        weights = stack.enter_context(_local_file(weights))
+      self._embedder = extract.make_embedder(encoders.image, weights, self._cfg.inception_seed,
+                                             self._cfg.image_batch)
 
   def process(self, batch: Sequence[tuple[corpus.Image, np.ndarray]]):
     feat_BxD, reasons = extract.embed_image_batch(self._embedder,
@@ -151,7 +150,7 @@ class _SongFeatures(_CountedDoFn):
     yield from zip(corpus.song_segments(song, len(feat_SxD)), feat_SxD)
 
 
-def _plan(items: list, skips: list, scan_skips: list, encoders: weights.Encoders,
+def _plan(items: list, skips: list, scan_skips: list, encoders: config.Encoders,
           desc_cfg: music.DescriptorConfig, metadata_path: str):
   """All kept items' records (no features) -> each pair, keyed by its image id.
 
@@ -194,7 +193,7 @@ class Build:
 
   def __init__(self, images: Sequence[corpus.Image], songs: Sequence[corpus.Song],
                scan_skips: Sequence[tuple[str, str, str]], cfg: config.ImacConfig,
-               encoders: weights.Encoders, work_dir: epath.Path):
+               encoders: config.Encoders, work_dir: epath.Path):
     self._images, self._songs, self._scan_skips = list(images), list(songs), list(scan_skips)
     self._cfg, self._encoders = cfg, encoders
     self._work_dir = epath.Path(work_dir)

@@ -2,8 +2,10 @@
 
 import dataclasses
 
+from etils import epath
 import tensorflow_datasets as tfds
 
+from acp_jax.features import inception
 from acp_jax.features import music
 from tfds_imac import synthetic as synthetic_corpus
 
@@ -49,10 +51,35 @@ class ImacConfig(tfds.core.BuilderConfig):
       raise ValueError(f"imac/{self.name}: media configs keep the paper's encoders.")
 
   @property
+  def feature_dims(self) -> tuple[int | None, int | None]:
+    """(image, music) feature widths of the encoders; None for a frozen encoder, whose
+    width is its checkpoint's (512 for CLIP ViT-B/32 and CLAP, 768 for SigLIP B/16)."""
+    return (inception.FEATURE_DIM if self.image_encoder == "inception" else None,
+            music.DESCRIPTOR_DIM if self.music_encoder == "descriptor" else None)
+
+  @property
   def descriptor(self) -> music.DescriptorConfig:
     return music.DescriptorConfig(segment_seconds=self.segment_seconds,
                                   window_seconds=self.window_seconds,
                                   hop_seconds=self.hop_seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoders:
+  """What embeds a build's items (`weights.resolve`). A label names weights in the metadata: Inception's
+  "imagenet" or "random(seed=N)"; a frozen encoder's directory name and a digest of
+  its files, so a run can tell that a dataset was rebuilt with other weights."""
+  image: str                        # one of config.IMAGE_ENCODERS
+  image_weights: epath.Path | None  # Inception's .h5 (None: random init), else a directory
+  image_label: str
+  music: str                        # one of config.MUSIC_ENCODERS
+  music_weights: epath.Path | None  # CLAP's directory; None for the descriptor
+  music_label: str | None           # None for the descriptor, which has no weights
+
+  def metadata(self) -> dict:
+    return {"inception_weights": self.image_label if self.image == "inception" else None,
+            "encoders": {"image": self.image, "image_weights": self.image_label,
+                         "music": self.music, "music_weights": self.music_label}}
 
 
 # Keyword arguments of the generated-corpus configs.

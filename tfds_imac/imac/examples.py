@@ -4,9 +4,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from acp_jax import labels
-from acp_jax.features import inception
-from acp_jax.features import music
-from tfds_imac.imac import config
 from tfds_imac.imac import corpus
 
 
@@ -18,13 +15,6 @@ def _pair_item_features(dim: int | None) -> dict:
       "cue": tfds.features.Scalar(dtype=np.int32,
                                   doc="hidden cue class (synthetic), -1 if unknown"),
   }
-
-
-def feature_dims(cfg: config.ImacConfig) -> tuple[int | None, int | None]:
-  """(image, music) feature widths of `cfg`'s encoders; None for a frozen encoder, whose
-  width is its checkpoint's (512 for CLIP ViT-B/32 and CLAP, 768 for SigLIP B/16)."""
-  return (inception.FEATURE_DIM if cfg.image_encoder == "inception" else None,
-          music.DESCRIPTOR_DIM if cfg.music_encoder == "descriptor" else None)
 
 
 def pair_features(dims: tuple[int | None, int | None]) -> tfds.features.FeaturesDict:

@@ -11,23 +11,20 @@ import numpy as np
 from acp_jax.features import clip
 from acp_jax.features import inception
 from acp_jax.features import music
-from tfds_imac.imac import config
-from tfds_imac.imac import weights
 
 
-def make_embedder(cfg: config.ImacConfig, encoders: weights.Encoders
+def make_embedder(encoder: str, weights: epath.Path | None, seed: int, batch_size: int
                   ) -> inception.ImageEmbedder | clip.VisionEmbedder:
-  """The image encoder of `cfg`: `embedder(uint8 BxHxWx3) -> float32 B x embedder.dim`.
+  """An image encoder: `embedder(uint8 BxHxWx3) -> float32 B x embedder.dim`.
 
-  Inception-V3 with the Keras weights, or seeded random init if there are none; a
-  frozen CLIP or SigLIP tower with the weights in its directory.
+  Inception-V3 with the Keras weights file `weights`, or seeded random init if None; a
+  frozen CLIP or SigLIP tower (`encoder`) with the weights directory `weights`.
   """
-  if encoders.image != "inception":
-    return clip.VisionEmbedder(encoders.image, encoders.image_weights, cfg.image_batch)
-  variables = (inception.load_keras_weights(encoders.image_weights)
-               if encoders.image_weights is not None
-               else inception.random_variables(cfg.inception_seed))
-  return inception.ImageEmbedder(variables, cfg.image_batch)
+  if encoder != "inception":
+    return clip.VisionEmbedder(encoder, weights, batch_size)
+  variables = (inception.load_keras_weights(weights) if weights is not None
+               else inception.random_variables(seed))
+  return inception.ImageEmbedder(variables, batch_size)
 
 
 def embed_image_batch(embedder, pixels_BxHxWx3: np.ndarray

@@ -142,7 +142,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     cfg = self.builder_config
     return self.dataset_info_from_configs(
         features=(examples.media_item_features(cfg.image_size) if cfg.media
-                  else examples.pair_features(examples.feature_dims(cfg))),
+                  else examples.pair_features(cfg.feature_dims)),
         supervised_keys=None,
         homepage="https://gaurav22verma.github.io/IMAC_Dataset.html",
         metadata=tfds.core.MetadataDict(),

@@ -21,7 +21,6 @@ from acp_jax.features import music
 from tfds_imac.imac import config
 from tfds_imac.imac import corpus
 from tfds_imac.imac import extract
-from tfds_imac.imac import weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +33,7 @@ class Extracted:
 
 
 def extract_items(images: list[corpus.Image], songs: list[corpus.Song],
-                  cfg: config.ImacConfig, encoders: weights.Encoders, log: corpus.SkipLog
+                  cfg: config.ImacConfig, encoders: config.Encoders, log: corpus.SkipLog
                   ) -> Extracted:
   """The kept items of a scanned corpus and their features; skips go to `log`."""
   kept_images, image_feat_NxD = _extract_images(images, cfg, encoders, log)
@@ -43,14 +42,15 @@ def extract_items(images: list[corpus.Image], songs: list[corpus.Song],
 
 
 def _extract_images(images: list[corpus.Image], cfg: config.ImacConfig,
-                    encoders: weights.Encoders, log: corpus.SkipLog
+                    encoders: config.Encoders, log: corpus.SkipLog
                     ) -> tuple[list[corpus.Image], np.ndarray]:
   """Kept images and their N x D features; decoded in threads, embedded in batches.
 
   At most `decode_ahead` decoded images wait for the embedder; the features fill one
   preallocated matrix (rows past the kept count are never written, so never paged in).
   """
-  embedder = extract.make_embedder(cfg, encoders)
+  embedder = extract.make_embedder(encoders.image, encoders.image_weights, cfg.inception_seed,
+                                   cfg.image_batch)
   feat_NxD = np.empty((len(images), embedder.dim), np.float32)
   kept: list[corpus.Image] = []
   batch: list[tuple[corpus.Image, np.ndarray]] = []

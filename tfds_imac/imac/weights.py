@@ -7,7 +7,6 @@ checkpoint from one directory of a weights root: $IMAC_ENCODER_WEIGHTS, else
 is ever downloaded.
 """
 
-import dataclasses
 import hashlib
 import os
 
@@ -35,25 +34,7 @@ The dataset metadata records inception_weights = "{label}".
 {bar}""".replace("{bar}", "!" * 78)
 
 
-@dataclasses.dataclass(frozen=True)
-class Encoders:
-  """What embeds a build's items. A label names weights in the metadata: Inception's
-  "imagenet" or "random(seed=N)"; a frozen encoder's directory name and a digest of
-  its files, so a run can tell that a dataset was rebuilt with other weights."""
-  image: str                        # one of config.IMAGE_ENCODERS
-  image_weights: epath.Path | None  # Inception's .h5 (None: random init), else a directory
-  image_label: str
-  music: str                        # one of config.MUSIC_ENCODERS
-  music_weights: epath.Path | None  # CLAP's directory; None for the descriptor
-  music_label: str | None           # None for the descriptor, which has no weights
-
-  def metadata(self) -> dict:
-    return {"inception_weights": self.image_label if self.image == "inception" else None,
-            "encoders": {"image": self.image, "image_weights": self.image_label,
-                         "music": self.music, "music_weights": self.music_label}}
-
-
-def resolve(cfg: config.ImacConfig, manual_dir: epath.Path | None) -> Encoders:
+def resolve(cfg: config.ImacConfig, manual_dir: epath.Path | None) -> config.Encoders:
   """The encoders of `cfg` and their checked weights; raises before any extraction."""
   if cfg.image_encoder == "inception":
     image_weights, image_label = inception_weights(cfg, manual_dir)
@@ -65,7 +46,7 @@ def resolve(cfg: config.ImacConfig, manual_dir: epath.Path | None) -> Encoders:
   if cfg.music_encoder == "clap":
     music_weights = clap.check_weights_dir(_encoder_dir(cfg, manual_dir, "clap"))
     music_label = weights_label(music_weights)
-  return Encoders(cfg.image_encoder, image_weights, image_label, cfg.music_encoder,
+  return config.Encoders(cfg.image_encoder, image_weights, image_label, cfg.music_encoder,
                   music_weights, music_label)
 
 
