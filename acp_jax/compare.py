@@ -31,6 +31,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     results[name] = train.train_and_evaluate(run_config, str(out / name))
   first, *others = config.runs
   joint = {**results[first], "compared_runs": list(config.runs)}
+  joint.pop("gallery", None)  # its clips and thumbnails are in the first run's folder
   joint["models"] = report.table4_rows(joint, ",".join(str(out / name) for name in others))
   report.write_report(joint, out, {})
   print(f"\nreport: {out / 'report.md'}")

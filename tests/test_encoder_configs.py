@@ -7,6 +7,7 @@ the checks of a restored run, and the comparison report.
 
 import dataclasses
 import json
+import re
 
 from etils import epath
 import ml_collections
@@ -203,7 +204,9 @@ def test_the_compare_job_reports_both_features_on_the_same_pairs(tmp_path, encod
   text = (tmp_path / "compare" / "report.md").read_text()
   assert "| ACP-Net towers, SupCon (Emo-CLIM), CLIP ViT-B/32 + CLAP features | — | " in text
   assert "Frozen encoders on the generated corpus" in text
-  assert (tmp_path / "compare" / "report.html").exists()
+  page = (tmp_path / "compare" / "report.html").read_text()
+  for source in re.findall(r' (?:src|href)="([^"#]+)"', page):  # the page's own files only
+    assert (tmp_path / "compare" / source).is_file(), source
   # The run recorded its dataset; restoring it checks the encoders and pairs.
   recorded = json.loads((tmp_path / "compare" / "clip_clap_supcon" / "dataset.json").read_text())
   assert recorded["encoders"] == clip_run["encoders"]
