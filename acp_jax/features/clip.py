@@ -38,7 +38,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from acp_jax.features import encoder_weights
 
-INSTALL = "pip install -e .[clip]"
+INSTALL = "pip install -e .[clip] && pip install --no-deps keras-hub==0.32.0"
 # The preset files the image tower reads; a downloaded preset has more (see above).
 WEIGHTS_FILES = ("config.json", "model.weights.h5", "image_converter.json")
 
