@@ -4,8 +4,8 @@ r"""Training throughput of the real step against a straightforward loop, and aga
 
 In one process, for each batch size (each with its own copy of configs/acp.py):
   * real: `train.make_train_chunk` as training runs it (item tables on device, pairs
-    sampled on device, config.steps_per_dispatch steps per dispatch, donated state),
-    one model (one seed);
+    sampled on device, configs/acp.py's steps_per_dispatch steps per dispatch, donated
+    state), one model (one seed);
   * straightforward: balanced pairs sampled on the host with vectorised numpy, their
     features gathered and copied to the device, one jitted step per dispatch, the
     loss read back every step;
@@ -20,26 +20,27 @@ matmul FLOP/s and their fraction of the peak. Achieved FLOP/s count the step's
 matmuls only (2 per multiply-add; forward, and the backward for the weights and for
 every input but the features), on the ACP-Net of configs/acp.py.
 On a CPU the device is the host, so the straightforward loop's sampling and copies
-cost little beside the step and the speedup stays near 1; on an accelerator they are
-what the real step removes.
+cost little beside the step; on an accelerator they are what the real step removes.
+On a CPU the dispatches count instead: XLA:CPU allocates a call's temporaries afresh
+at every call (~300 MB at batch 4096), glibc maps blocks that large anew each time, and
+the kernel zeroes every page at its first touch. The real loop pays that once per
+dispatch of steps_per_dispatch steps, the straightforward loop at every step.
 
 With --profile, where the real step's time goes at each batch size, in seconds per step
 and as shares of the step that add up to 1 (PARTS): its matmuls alone (the same dots,
-shapes and layouts, one jitted call; their FLOP/s over the peak is what the step could
-reach if nothing else cost time), dropout (the step less the same step without it),
-Adam's update and the pair sampling and gather (each jitted alone), and the rest by
-difference.
+shapes and layouts, steps_per_dispatch times in one jitted call; their FLOP/s over the
+peak is what the step could reach if nothing else cost time), dropout (the step less
+the same step without it), Adam's update and the pair sampling and gather (each jitted
+alone), and the rest by difference; and the minor page faults per step of both loops.
 Random features stand in for IMAC: the step's cost does not depend on their values.
 """
 
 from collections.abc import Callable
-import ctypes
-import ctypes.util
 import functools
 import json
 import math
 import os
-import platform
+import resource
 import time
 
 from absl import app
@@ -72,27 +73,8 @@ def define_flags() -> None:
   flags.DEFINE_list("peak_sizes", ["1024", "2048", "4096"],
                     "Square matmul sizes whose best FLOP/s is the peak.")
   flags.DEFINE_bool("profile", False, "Also time the real step's parts: where its time goes.")
-  flags.DEFINE_bool("reuse_host_memory", False,
-                    "Have glibc keep freed memory for reuse (reuse_freed_host_memory), "
-                    "which training does not do; default: glibc's defaults, as training "
-                    "runs.")
 
 
-def reuse_freed_host_memory() -> None:
-  """Has glibc's malloc keep freed memory for reuse: one arena, no mmap, no trimming.
-
-  XLA:CPU allocates a step's temporaries afresh at every run (~300 MB at batch 4096).
-  By default glibc maps blocks that large anew each time, and the kernel zeroes every
-  page at its first touch: ~75k page faults per step, ~7% of a batch-4096 step. Call
-  before JAX's first computation: a thread keeps the arena it first allocated from.
-  """
-  if platform.libc_ver()[0] != "glibc":
-    return
-  libc = ctypes.CDLL(ctypes.util.find_library("c"))
-  m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # glibc's malloc.h
-  for param, value in ((m_arena_max, 1), (m_mmap_max, 0), (m_trim_threshold, 2 ** 31 - 1)):
-    if not libc.mallopt(param, value):
-      raise OSError(f"mallopt({param}, {value}) failed")
 
 
 def _train_split(rng: np.random.Generator) -> items.Split:
@@ -125,6 +107,14 @@ def _best_seconds(paths: dict[tuple, Callable[[], None]], rounds: int,
         calls += 1
       best[name] = min(best[name], (time.perf_counter() - start) / calls)
   return best
+
+
+def page_faults_per_call(run_once: Callable[[], None], calls: int = 2) -> float:
+  """Minor page faults (pages the kernel mapped and zeroed) per call of a warm path."""
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  for _ in range(calls):
+    run_once()
+  return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 def dense_layers(params: dict) -> list[tuple[tuple[int, int], bool]]:
@@ -173,13 +163,13 @@ def host_sampler(image_labels_N: np.ndarray, music_labels_M: np.ndarray, batch_s
 
 def bench_config(batch_size: int, steps_per_dispatch: int | None = None,
                  **fields) -> ml_collections.ConfigDict:
-  """configs/acp.py at `batch_size`, `fields` overridden; a fresh copy for every loop."""
+  """configs/acp.py at `batch_size`, `fields` overridden; a fresh copy for every loop.
+
+  `steps_per_dispatch` defaults to the config's, as training runs.
+  """
   config = acp.get_config()
   config.batch_size = batch_size
-  # About as many pairs per dispatch at every batch size; dispatch cost is negligible
-  # beside a step of 4096 pairs.
-  config.steps_per_dispatch = steps_per_dispatch or max(
-      1, config.steps_per_dispatch * 256 // batch_size)
+  config.steps_per_dispatch = steps_per_dispatch or config.steps_per_dispatch
   config.update(fields)
   return config
 
@@ -243,10 +233,13 @@ def straightforward_loop(real: RealLoop, split: items.Split) -> Callable[[], Non
   return straightforward_once
 
 
-def matmul_chain(params: dict, batch_size: int) -> Callable[[], None]:
-  """The step's matmuls alone, one blocking jitted call, operands laid out as in the step:
-  per Dense layer the forward x_BxI . kernel_OxI^T, the kernel gradient dy_BxO^T . x_BxI
-  and, but for the towers' first layers, the input gradient dy_BxO . kernel_OxI."""
+def matmul_chain(params: dict, batch_size: int, steps: int) -> Callable[[], None]:
+  """The step's matmuls alone, `steps` times in one blocking jitted call (as one dispatch
+  of the real loop), operands laid out as in the step: per Dense layer the forward
+  x_BxI . kernel_OxI^T, the kernel gradient dy_BxO^T . x_BxI and, but for the towers'
+  first layers, the input gradient dy_BxO . kernel_OxI. Each repeat adds 0 x a result of
+  the last one to every small operand, so that no repeat can be hoisted out of the loop.
+  """
   rng = np.random.default_rng(0)
   operands, contracting = [], []
   for (o, i), input_grad in dense_layers(params):
@@ -254,17 +247,25 @@ def matmul_chain(params: dict, batch_size: int) -> Callable[[], None]:
                                  for shape in ((batch_size, i), (o, i), (batch_size, o)))
     operands += [(x_BxI, kernel_OxI), (dy_BxO, x_BxI)] + [(dy_BxO, kernel_OxI)] * input_grad
     contracting += [((1,), (1,)), ((0,), (0,))] + [((1,), (0,))] * input_grad
-  chain = jax.jit(lambda operands: [jax.lax.dot_general(a, b, (dims, ((), ())))
-                                    for (a, b), dims in zip(operands, contracting)])
+
+  def repeat(operands, zero):
+    results = [jax.lax.dot_general(a + zero if a.size < b.size else a,
+                                   b + zero if b.size <= a.size else b, (dims, ((), ())))
+               for (a, b), dims in zip(operands, contracting)]
+    return 0.0 * sum(result[0, 0] for result in results)
+
+  chain = jax.jit(lambda operands: jax.lax.fori_loop(
+      0, steps, lambda _, zero: repeat(operands, zero), jnp.float32(0)))
   return lambda: jax.block_until_ready(chain(operands))
 
 
 PARTS = {  # part of the real step -> how it is timed
-    "matmuls": "the step's matmuls alone",
+    "matmuls": "the step's matmuls alone (with a pass over one operand of each)",
     "dropout": "the step less the step without dropout",
     "adam": "Adam's update of every param, alone",
     "sampling": "pair sampling and feature gather, alone",
-    "rest": "by difference: bias, ReLU, concat, loss, bias gradients, copies, idle cores",
+    "rest": "by difference: bias, ReLU, concat, loss, bias gradients, copies, page faults,"
+            " idle cores",
 }
 
 
@@ -289,7 +290,8 @@ def part_paths(real: RealLoop, split: items.Split) -> dict[str, Callable[[], Non
   sample = jax.jit(real.feed.step_inputs)
   key = jax.random.key(0)
   return {"without dropout": without_dropout.dispatch,
-          "matmuls": matmul_chain(real.params, real.batch_size), "adam": adam_once,
+          "matmuls": matmul_chain(real.params, real.batch_size, real.steps_per_dispatch),
+          "adam": adam_once,
           "sampling": lambda: jax.block_until_ready(sample(key, real.tables))}
 
 
@@ -326,12 +328,15 @@ def run(*, batch_sizes: list[int], rounds: int, round_seconds: float, peak_sizes
                "fraction_of_peak": flops_per_step / real_seconds / peak,
                "steps_per_dispatch": real.steps_per_dispatch}
     if profile:
-      parts = {"matmuls": seconds[b, "matmuls"],
+      parts = {"matmuls": seconds[b, "matmuls"] / real.steps_per_dispatch,
                "dropout": real_seconds - seconds[b, "without dropout"] / real.steps_per_dispatch,
                "adam": seconds[b, "adam"], "sampling": seconds[b, "sampling"]}
       profiles[str(b)] = {
           "seconds": {"step": real_seconds, **parts, "rest": real_seconds - sum(parts.values())},
-          "matmuls_fraction_of_peak": flops_per_step / seconds[b, "matmuls"] / peak}
+          "matmuls_fraction_of_peak": flops_per_step / parts["matmuls"] / peak,
+          "page_faults_per_step": {
+              "real": page_faults_per_call(real.dispatch) / real.steps_per_dispatch,
+              "straightforward": page_faults_per_call(paths[b, "straightforward"])}}
   report.update({key: {str(b): row[key] for b, row in rows.items()} for key in rows[min(rows)]})
   if profile:
     report["profile"] = profiles
@@ -340,12 +345,9 @@ def run(*, batch_sizes: list[int], rounds: int, round_seconds: float, peak_sizes
 
 def main(argv: list[str]) -> None:
   del argv
-  if FLAGS.reuse_host_memory:
-    reuse_freed_host_memory()
   report = run(batch_sizes=[int(b) for b in FLAGS.batch_sizes], rounds=FLAGS.rounds,
                round_seconds=FLAGS.round_seconds, peak_sizes=[int(n) for n in FLAGS.peak_sizes],
                profile=FLAGS.profile)
-  report["reuse_host_memory"] = FLAGS.reuse_host_memory
   if FLAGS.json:
     print(json.dumps(report))
     return
@@ -353,8 +355,7 @@ def main(argv: list[str]) -> None:
         f"{report['matmul_peak_flops_per_second'] / 1e9:.1f} GFLOP/s (best square float32 "
         f"matmul, n = {report['matmul_peak_size']}, measured in this run); 1-min load "
         f"average {report['load_average']['before']:.2f} before the timing, "
-        f"{report['load_average']['after']:.2f} after; freed host memory "
-        f"{'reused' if report['reuse_host_memory'] else 'returned (glibc defaults)'}")
+        f"{report['load_average']['after']:.2f} after")
   print("pairs/s: training pairs of one model per second; speedup: real over the "
         "straightforward loop; GFLOP/s: the real step's matmuls; of peak: GFLOP/s / peak")
   print(f"{'batch':>6} {'pairs/s':>10} {'straightforward':>16} {'speedup':>8} "
@@ -366,8 +367,11 @@ def main(argv: list[str]) -> None:
           f"{report['fraction_of_peak'][b]:>7.0%}")
   for b, profile in report.get("profile", {}).items():
     seconds = profile["seconds"]
+    faults = profile["page_faults_per_step"]
     print(f"\nbatch {b}: where the real step's {seconds['step'] * 1e3:.0f} ms go (its "
-          f"matmuls alone run at {profile['matmuls_fraction_of_peak']:.0%} of peak)")
+          f"matmuls alone run at {profile['matmuls_fraction_of_peak']:.0%} of peak; page "
+          f"faults per step {faults['real']:,.0f}, straightforward "
+          f"{faults['straightforward']:,.0f})")
     for part, how in PARTS.items():
       print(f"  {part:>8} {seconds[part] * 1e3:>8.1f} ms {seconds[part] / seconds['step']:>5.0%}"
             f"  {how}")
