@@ -48,6 +48,7 @@ from acp_jax import models
 from acp_jax import objectives
 from acp_jax import pairs
 from acp_jax import report
+from acp_jax import threefry
 from acp_jax.evaluators import common
 
 
@@ -130,6 +131,7 @@ def make_train_chunk(config: ml_collections.ConfigDict, model: Any,
   def seed_step(params, batch_stats, opt_state, key, step_data):
     sample_key, dropout_key = jax.random.split(key)
     image_BxD, music_BxD, target_B = feed.step_inputs(sample_key, step_data)
+    dropout_key = threefry.unrolled(dropout_key)  # the same masks, drawn in one pass on CPU
 
     def loss_fn(params):
       return objective.loss(model, {"params": params, "batch_stats": batch_stats}, image_BxD,
