@@ -75,8 +75,6 @@ def define_flags() -> None:
   flags.DEFINE_bool("profile", False, "Also time the real step's parts: where its time goes.")
 
 
-
-
 def _train_split(rng: np.random.Generator) -> items.Split:
   """Random features and classes of IMAC's dimensions (the benchmark evaluates nothing)."""
   make = lambda num, dim, labels_N: items.Items(
@@ -238,7 +236,8 @@ def matmul_chain(params: dict, batch_size: int, steps: int) -> Callable[[], None
   of the real loop), operands laid out as in the step: per Dense layer the forward
   x_BxI . kernel_OxI^T, the kernel gradient dy_BxO^T . x_BxI and, but for the towers'
   first layers, the input gradient dy_BxO . kernel_OxI. Each repeat adds 0 x a result of
-  the last one to every small operand, so that no repeat can be hoisted out of the loop.
+  the last one to the smaller operand of each dot, so that no repeat can be hoisted out
+  of the loop (that add is the one pass the matmuls' time has on top of the dots).
   """
   rng = np.random.default_rng(0)
   operands, contracting = [], []
