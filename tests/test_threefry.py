@@ -16,6 +16,13 @@ def test_bits_are_jax_threefry_bits(seed, shape, dtype):
                                 jax.random.bits(key, shape, dtype))
 
 
+def test_64_bit_draws_are_jax_threefry_bits():
+  with jax.enable_x64(True):
+    key = jax.random.key(5)
+    np.testing.assert_array_equal(jax.random.bits(threefry.unrolled(key), (3, 4), np.uint64),
+                                  jax.random.bits(key, (3, 4), np.uint64))
+
+
 def test_keys_split_fold_and_draw_dropout_masks_as_threefry_keys():
   key = jax.random.key(3)
   unrolled = threefry.unrolled(key)
