@@ -18,11 +18,11 @@ Demo on generated data (no download; the first run builds `imac/synthetic`, ~1 m
   The training (3 seeds at once, at most 900 steps, stopped early on validation
   accuracy), then the evaluators: test pairs, retrieval, the Table 5 probes of
   configs/probe.py (`config.evals.probes`, in this config only) and the figures.
-  Measured with the dataset built, on 2 cores of an AMD EPYC (Zen 4, family 25 model
-  17) that other jobs shared (load average ~5): 4 min 20 s, of which training 181 s
-  (690 steps), compile 16 s, probes 24 s, figures 11 s, retrieval 4 s, pairs 3 s
-  (`phases_s` in results.json; before this release, build included: 85 s on an idle
-  Zen 5, 239 s on a Zen 1).
+  Measured from a clean clone with a fresh data dir, build included, on 2 cores of an
+  AMD EPYC (Zen 4, family 25 model 17) running nothing else: 2 min 07 s, of which the
+  build 43 s, compile 6 s, training 56 s (690 steps), probes 6 s, figures 3 s,
+  retrieval 1 s, pairs 1 s (`phases_s` in results.json; an earlier release took 85 s
+  on an idle Zen 5, 239 s on a Zen 1).
   test_accuracy 0.802, sample std 0.008 over the 3 seeds (95% interval 0.782-0.823)
   on the 140 fixed test pairs, against oracle_accuracy 0.814 (the ceiling the
   corpus's label noise sets): 0.99 x; both in /tmp/acp_synthetic/results.json, with
