@@ -24,7 +24,9 @@ cost little beside the step; on an accelerator they are what the real step remov
 On a CPU the dispatches count instead: XLA:CPU allocates a call's temporaries afresh
 at every call (~300 MB at batch 4096), glibc maps blocks that large anew each time, and
 the kernel zeroes every page at its first touch. The real loop pays that once per
-dispatch of steps_per_dispatch steps, the straightforward loop at every step.
+dispatch of steps_per_dispatch steps, the straightforward loop at every step. The real
+step's dropout masks come from acp_jax/threefry.py's keys (the same bits in one pass);
+the straightforward step draws them with jax.random.key, as plain code would.
 
 With --profile, where the real step's time goes at each batch size, in seconds per step
 and as shares of the step that add up to 1 (PARTS): its matmuls alone (the same dots,
